@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: MIT
+// Module entry point: the Engine class and a few facts about this build.
+#include <napi.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include "engine.h"
+
+namespace facedet {
+namespace {
+
+Napi::Value CudaDeviceCount(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), torch::cuda::is_available() ? torch::cuda::device_count() : 0);
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  Napi::Function engine = Engine::Define(env);
+  data->engineConstructor = Napi::Persistent(engine);
+  env.SetInstanceData(data);
+  exports.Set("Engine", engine);
+
+  auto build = Napi::Object::New(env);
+  build.Set("torch", TORCH_VERSION);
+  auto backends = Napi::Array::New(env);
+  backends.Set(backends.Length(), "torch");
+#ifdef FACEDET_WITH_TENSORRT
+  backends.Set(backends.Length(), "tensorrt");
+  build.Set("tensorrt", FACEDET_TENSORRT_VERSION);
+#endif
+  build.Set("backends", backends);
+#ifdef FACEDET_WITH_CUDA
+  build.Set("cuda", true);
+#else
+  build.Set("cuda", false);
+#endif
+  exports.Set("build", build);
+  exports.Set("cudaDeviceCount", Napi::Function::New(env, CudaDeviceCount, "cudaDeviceCount"));
+  return exports;
+}
+
+}  // namespace
+}  // namespace facedet
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return facedet::Init(env, exports); }
+
+NODE_API_MODULE(facedet, InitAddon)
