@@ -1,0 +1,419 @@
+// SPDX-License-Identifier: MIT
+// The public face detector: image inputs -> decode -> dynamic batches -> engine -> faces.
+import os from 'node:os';
+import { Batcher } from './batcher';
+import { type EngineInfo, type InferenceEngine, NativeInferenceEngine } from './engine';
+import { FacedetError, OverloadedError, invalidParameterError } from './errors';
+import { type ModelCard, type ModelSource, defaultModelDir, modelFile, readModel } from './model';
+import { AnchorCache, type AnchorConfig, type Face, decodeFaces, toFaces } from './postprocess';
+import { type DecodedImage, type ImageInput, decodeImage, packBatch } from './preprocess';
+
+export interface FaceDetectorOptions {
+  /** Model folder written by `facedet export` (default: $FACEDET_MODEL, else models/retinaface-mobilenet0.25). */
+  model?: string;
+  /** 'cpu' (default), 'cuda' or 'cuda:N'. */
+  device?: string;
+  /** 'fp32' (default), 'fp16' (CUDA) or 'int8' (CPU, a model exported with --int8). */
+  precision?: 'fp32' | 'fp16' | 'int8';
+  /** 'torch' (default) or 'tensorrt' (when the addon was built with TensorRT). */
+  backend?: 'torch' | 'tensorrt';
+  /** LibTorch intra-op threads; default: the number of CPUs available. Process-wide in LibTorch. */
+  threads?: number;
+  /** Default resize policy for detect(): longer side at most this, never upscaled, 0 = original size. */
+  maxSize?: number;
+  /** Images with more pixels than this are refused before decoding (decompression bombs). */
+  maxPixels?: number;
+  /** Images per native batch, at most (see the README for the measured CPU default). */
+  maxBatchSize?: number;
+  /** How long an image may wait for a batch to fill, ms. */
+  maxQueueDelayMs?: number;
+  /** Images admitted at once (decoding, queued or in inference); beyond it detect() rejects with OverloadedError. */
+  maxQueueSize?: number;
+  /** Native batches running at once. */
+  maxConcurrentBatches?: number;
+  /** Images decoded at once. */
+  decodeConcurrency?: number;
+  /** Batch height and width are rounded up to a multiple of this (shape buckets). */
+  padMultiple?: number;
+  /** Input sizes [height, width] run once at start-up so the first requests are not slow; [] for none. */
+  warmup?: [number, number][];
+  /** Folder for TensorRT engine plans. */
+  cacheDir?: string;
+  /** Called after each native batch (metrics). */
+  onBatch?: (stats: BatchTimings) => void;
+}
+
+export interface DetectOptions {
+  /** Faces scoring above this are returned (default 0.5). */
+  confidenceThreshold?: number;
+  /** Clamp boxes to the image (default true). */
+  clipBoxes?: boolean;
+  /** Resize policy for this call (default: the detector's maxSize). */
+  maxSize?: number;
+  /** NMS IoU threshold (default 0.4). */
+  nmsIou?: number;
+  /** Candidates kept before NMS (default 5000). */
+  topK?: number;
+  /** Faces kept after NMS (default 750). */
+  keepTopK?: number;
+}
+
+export interface ImageError {
+  code: string;
+  message: string;
+}
+
+/** The result for one image, field for field as the original project's JSON (plus `error`). */
+export interface ImageResult {
+  faces_count: number;
+  faces: Face[];
+  /** Present when this image could not be read or decoded; the other images are unaffected. */
+  error?: ImageError;
+}
+
+export interface BatchTimings {
+  size: number;
+  shape: [number, number, number, number];
+  queueMs: number[];
+  packMs: number;
+  inferMs: number;
+  postprocessMs: number;
+}
+
+export interface DetectorInfo {
+  engine: EngineInfo;
+  model: ModelCard;
+  modelDir: string;
+  options: Required<Omit<FaceDetectorOptions, 'model' | 'onBatch' | 'cacheDir' | 'warmup'>>;
+}
+
+interface Job {
+  image: DecodedImage;
+  options: Required<Omit<DetectOptions, 'maxSize'>>;
+}
+
+const DEFAULTS = {
+  device: 'cpu',
+  precision: 'fp32' as const,
+  backend: 'torch' as const,
+  maxSize: 1080,
+  maxPixels: 0x3fff * 0x3fff,
+  // Measured on a 2-core CPU: batching gains nothing there (see README, "Batching"), so a CPU
+  // detector runs one image per batch; on CUDA batches pay.
+  maxBatchSizeCpu: 1,
+  maxBatchSizeCuda: 8,
+  maxQueueDelayMs: 0,
+  maxQueueSize: 256,
+  maxConcurrentBatches: 1,
+  padMultiple: 32,
+};
+
+function checkInteger(name: string, value: unknown, min: number, max: number): void {
+  if (
+    value !== undefined &&
+    !(Number.isInteger(value) && (value as number) >= min && (value as number) <= max)
+  ) {
+    throw invalidParameterError(name, `integer between ${min} and ${max}`, value);
+  }
+}
+
+function checkNumber(name: string, value: unknown, min: number, max: number): void {
+  if (value !== undefined && !(typeof value === 'number' && value >= min && value <= max)) {
+    throw invalidParameterError(name, `number between ${min} and ${max}`, value);
+  }
+}
+
+function checkOneOf(name: string, value: unknown, allowed: readonly string[]): void {
+  if (value !== undefined && !allowed.includes(value as string)) {
+    throw invalidParameterError(name, `one of ${allowed.join(', ')}`, value);
+  }
+}
+
+function validateDetectorOptions(o: FaceDetectorOptions): void {
+  if (o === null || typeof o !== 'object' || Array.isArray(o))
+    throw invalidParameterError('options', 'object', o);
+  if (o.model !== undefined && (typeof o.model !== 'string' || o.model === '')) {
+    throw invalidParameterError('model', 'path of a model folder', o.model);
+  }
+  if (o.device !== undefined && !(typeof o.device === 'string' && /^(cpu|cuda(:\d+)?)$/.test(o.device))) {
+    throw invalidParameterError('device', "'cpu', 'cuda' or 'cuda:N'", o.device);
+  }
+  checkOneOf('precision', o.precision, ['fp32', 'fp16', 'int8']);
+  checkOneOf('backend', o.backend, ['torch', 'tensorrt']);
+  checkInteger('threads', o.threads, 1, 1024);
+  checkInteger('maxSize', o.maxSize, 0, 16384);
+  checkInteger('maxPixels', o.maxPixels, 1, 2 ** 40);
+  checkInteger('maxBatchSize', o.maxBatchSize, 1, 1024);
+  checkNumber('maxQueueDelayMs', o.maxQueueDelayMs, 0, 60_000);
+  checkInteger('maxQueueSize', o.maxQueueSize, 1, 1_000_000);
+  checkInteger('maxConcurrentBatches', o.maxConcurrentBatches, 1, 64);
+  checkInteger('decodeConcurrency', o.decodeConcurrency, 1, 256);
+  checkInteger('padMultiple', o.padMultiple, 1, 1024);
+  if (
+    o.warmup !== undefined &&
+    !(
+      Array.isArray(o.warmup) &&
+      o.warmup.every(
+        (s) =>
+          Array.isArray(s) && s.length === 2 && s.every((d) => Number.isInteger(d) && d >= 32 && d <= 16384),
+      )
+    )
+  ) {
+    throw invalidParameterError(
+      'warmup',
+      'array of [height, width] pairs of integers between 32 and 16384',
+      o.warmup,
+    );
+  }
+  if (o.onBatch !== undefined && typeof o.onBatch !== 'function') {
+    throw invalidParameterError('onBatch', 'function', o.onBatch);
+  }
+}
+
+function validateDetectOptions(o: DetectOptions): void {
+  if (o === null || typeof o !== 'object' || Array.isArray(o))
+    throw invalidParameterError('options', 'object', o);
+  checkNumber('confidenceThreshold', o.confidenceThreshold, 0, 1);
+  if (o.clipBoxes !== undefined && typeof o.clipBoxes !== 'boolean') {
+    throw invalidParameterError('clipBoxes', 'boolean', o.clipBoxes);
+  }
+  checkInteger('maxSize', o.maxSize, 0, 16384);
+  checkNumber('nmsIou', o.nmsIou, 0, 1);
+  checkInteger('topK', o.topK, 1, 1_000_000);
+  checkInteger('keepTopK', o.keepTopK, 1, 1_000_000);
+}
+
+function isImageInput(x: unknown): x is ImageInput {
+  return typeof x === 'string' || x instanceof Uint8Array;
+}
+
+/** A counting semaphore: at most `limit` holders at once. */
+class Semaphore {
+  private waiting: (() => void)[] = [];
+  private held = 0;
+  constructor(private readonly limit: number) {}
+  async acquire(): Promise<void> {
+    if (this.held < this.limit) {
+      this.held++;
+      return;
+    }
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+  release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.held--;
+  }
+}
+
+function errorOf(error: unknown): ImageError {
+  if (error instanceof FacedetError) return { code: error.code, message: error.message };
+  return { code: 'inference_failed', message: (error as Error)?.message ?? String(error) };
+}
+
+export class FaceDetector {
+  private readonly batcher: Batcher<Job, Face[] | Error>;
+  private readonly anchors: AnchorCache;
+  private readonly decodeSlots: Semaphore;
+  private admitted = 0;
+  private idleWaiters: (() => void)[] = [];
+  private disposing: Promise<void> | undefined;
+
+  private constructor(
+    private readonly engine: InferenceEngine,
+    private readonly model: ModelSource,
+    private readonly options: DetectorInfo['options'],
+    private readonly onBatch: FaceDetectorOptions['onBatch'],
+  ) {
+    const a = model.card.anchors;
+    const config: AnchorConfig = { minSizes: a.min_sizes, steps: a.steps, variances: a.variances };
+    this.anchors = new AnchorCache(config);
+    this.decodeSlots = new Semaphore(options.decodeConcurrency);
+    this.batcher = new Batcher<Job, Face[] | Error>((jobs, queueMs) => this.runBatch(jobs, queueMs), {
+      maxBatchSize: options.maxBatchSize,
+      maxQueueDelayMs: options.maxQueueDelayMs,
+      maxConcurrentBatches: options.maxConcurrentBatches,
+    });
+  }
+
+  /** Loads the model (on a worker thread) and warms it up. */
+  static async create(options: FaceDetectorOptions = {}): Promise<FaceDetector> {
+    validateDetectorOptions(options);
+    const model = readModel(options.model ?? defaultModelDir());
+    const device = options.device ?? DEFAULTS.device;
+    const cpu = device === 'cpu';
+    const resolved: DetectorInfo['options'] = {
+      device,
+      precision: options.precision ?? DEFAULTS.precision,
+      backend: options.backend ?? DEFAULTS.backend,
+      threads: options.threads ?? os.availableParallelism(),
+      maxSize: options.maxSize ?? DEFAULTS.maxSize,
+      maxPixels: options.maxPixels ?? DEFAULTS.maxPixels,
+      maxBatchSize: options.maxBatchSize ?? (cpu ? DEFAULTS.maxBatchSizeCpu : DEFAULTS.maxBatchSizeCuda),
+      maxQueueDelayMs: options.maxQueueDelayMs ?? DEFAULTS.maxQueueDelayMs,
+      maxQueueSize: options.maxQueueSize ?? DEFAULTS.maxQueueSize,
+      maxConcurrentBatches: options.maxConcurrentBatches ?? DEFAULTS.maxConcurrentBatches,
+      decodeConcurrency: options.decodeConcurrency ?? Math.max(2, os.availableParallelism()),
+      padMultiple: options.padMultiple ?? model.card.input.pad_multiple ?? DEFAULTS.padMultiple,
+    };
+    const engine = await NativeInferenceEngine.load({
+      modelPath: modelFile(model, resolved.backend, device, resolved.precision),
+      backend: resolved.backend,
+      device,
+      precision: resolved.precision,
+      threads: resolved.threads,
+      maxBatch: resolved.maxBatchSize,
+      maxSize: Math.max(32, resolved.maxSize || 2048),
+      ...(options.cacheDir ? { cacheDir: options.cacheDir } : {}),
+    });
+    const detector = new FaceDetector(engine, model, resolved, options.onBatch);
+    const side = Math.ceil(Math.max(32, Math.min(resolved.maxSize || 640, 1088)) / 32) * 32;
+    await detector.warmup(options.warmup ?? [[side, side]]);
+    return detector;
+  }
+
+  /** Runs the network on zero images of these sizes, twice each (first-run and optimisation passes). */
+  async warmup(sizes: [number, number][]): Promise<void> {
+    for (const [height, width] of sizes) {
+      const shape: [number, number, number, number] = [1, 3, height, width];
+      const tensor = new Float32Array(3 * height * width);
+      for (let i = 0; i < 2; i++) await this.engine.infer(tensor, shape);
+    }
+  }
+
+  /** Detects faces in one image, or in each of several images. */
+  detect(input: ImageInput, options?: DetectOptions): Promise<ImageResult>;
+  detect(inputs: ImageInput[], options?: DetectOptions): Promise<ImageResult[]>;
+  async detect(
+    inputs: ImageInput | ImageInput[],
+    options: DetectOptions = {},
+  ): Promise<ImageResult | ImageResult[]> {
+    const single = !Array.isArray(inputs);
+    const list = single ? [inputs] : inputs;
+    if (!single && list.length === 0)
+      throw invalidParameterError('inputs', 'non-empty array of images', inputs);
+    list.forEach((input, i) => {
+      if (!isImageInput(input)) {
+        throw invalidParameterError(
+          single ? 'input' : `inputs[${i}]`,
+          'Buffer, Uint8Array or file path',
+          input,
+        );
+      }
+    });
+    validateDetectOptions(options);
+    if (this.disposing) throw new FacedetError('engine_disposed', 'the detector is disposed');
+    if (this.admitted + list.length > this.options.maxQueueSize) {
+      throw new OverloadedError(
+        `the detector is busy: ${this.admitted} image(s) in progress, limit ${this.options.maxQueueSize}`,
+      );
+    }
+    this.admitted += list.length;
+    const jobOptions: Job['options'] = {
+      confidenceThreshold: options.confidenceThreshold ?? 0.5,
+      clipBoxes: options.clipBoxes ?? true,
+      nmsIou: options.nmsIou ?? 0.4,
+      topK: options.topK ?? 5000,
+      keepTopK: options.keepTopK ?? 750,
+    };
+    const maxSize = options.maxSize ?? this.options.maxSize;
+    const results = await Promise.all(
+      list.map((input, index) =>
+        this.detectOne(input, maxSize, jobOptions).then(
+          (faces): ImageResult => ({ faces_count: faces.length, faces }),
+          (error: unknown): ImageResult => {
+            const e = errorOf(error);
+            return {
+              faces_count: 0,
+              faces: [],
+              error: { code: e.code, message: `image ${index}: ${e.message}` },
+            };
+          },
+        ),
+      ),
+    );
+    return single ? results[0]! : results;
+  }
+
+  private async detectOne(input: ImageInput, maxSize: number, options: Job['options']): Promise<Face[]> {
+    try {
+      let image: DecodedImage;
+      await this.decodeSlots.acquire();
+      try {
+        image = await decodeImage(input, { maxSize, maxPixels: this.options.maxPixels });
+      } finally {
+        this.decodeSlots.release();
+      }
+      const faces = await this.batcher.submit({ image, options });
+      if (faces instanceof Error) throw faces;
+      return faces;
+    } finally {
+      if (--this.admitted === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
+    }
+  }
+
+  private async runBatch(jobs: Job[], queueMs: number[]): Promise<(Face[] | Error)[]> {
+    const t0 = performance.now();
+    const images = jobs.map((j) => j.image);
+    const { tensor, shape } = packBatch(images, {
+      mean: this.model.card.input.mean,
+      padMultiple: this.options.padMultiple,
+    });
+    const t1 = performance.now();
+    const outputs = await this.engine.infer(tensor, shape);
+    const t2 = performance.now();
+    const anchors = this.anchors.get(shape[2], shape[3]);
+    const results = jobs.map(({ image, options }, index) => {
+      try {
+        const raw = decodeFaces(outputs, index, anchors, options, this.model.card.anchors.variances);
+        return toFaces(raw, {
+          scaleX: image.originalWidth / image.width,
+          scaleY: image.originalHeight / image.height,
+          clip: options.clipBoxes,
+          width: image.originalWidth,
+          height: image.originalHeight,
+        });
+      } catch (error) {
+        return error as Error;
+      }
+    });
+    const t3 = performance.now();
+    this.onBatch?.({
+      size: jobs.length,
+      shape,
+      queueMs,
+      packMs: t1 - t0,
+      inferMs: t2 - t1,
+      postprocessMs: t3 - t2,
+    });
+    return results;
+  }
+
+  /** Images admitted and not yet finished. */
+  get pending(): number {
+    return this.admitted;
+  }
+
+  /** Native batches run so far. */
+  get batches(): number {
+    return this.batcher.batches;
+  }
+
+  info(): DetectorInfo {
+    return {
+      engine: this.engine.info(),
+      model: this.model.card,
+      modelDir: this.model.dir,
+      options: { ...this.options },
+    };
+  }
+
+  /** Finishes the work in progress, then releases the model. */
+  dispose(): Promise<void> {
+    this.disposing ??= (async () => {
+      if (this.admitted > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+      await this.engine.dispose();
+    })();
+    return this.disposing;
+  }
+}

@@ -1,0 +1,92 @@
+// SPDX-License-Identifier: MIT
+// Engines run the network: raw NCHW batch in, raw outputs out. The native LibTorch addon is one;
+// every engine offers the same small interface, so the detector never knows which one it has.
+import { FacedetError, invalidParameterError, withCallSite } from './errors';
+import { loadBinding, type NativeEngine, type RawOutputs } from './native';
+
+export type { RawOutputs } from './native';
+
+export type Shape4 = [number, number, number, number];
+
+export interface EngineInfo {
+  backend: string;
+  device: string;
+  precision: string;
+  threads: number;
+  version: string;
+}
+
+export interface InferenceEngine {
+  /** Runs one packed NCHW batch; the array must not change until the promise settles. */
+  infer(input: Float32Array, shape: Shape4): Promise<RawOutputs>;
+  dispose(): Promise<void>;
+  info(): EngineInfo;
+}
+
+export interface EngineLoadOptions {
+  modelPath: string;
+  backend: 'torch' | 'tensorrt';
+  device: string;
+  precision: 'fp32' | 'fp16' | 'int8';
+  threads: number;
+  cacheDir?: string;
+  maxBatch?: number;
+  maxSize?: number;
+}
+
+const isPositiveInteger = (x: unknown): x is number => Number.isInteger(x) && (x as number) > 0;
+
+/** Checks an `infer` call in JS, with exact messages, before it reaches the addon. */
+export function validateBatch(input: unknown, shape: unknown): asserts input is Float32Array {
+  if (!(input instanceof Float32Array)) throw invalidParameterError('input', 'Float32Array', input);
+  if (!Array.isArray(shape) || shape.length !== 4 || !shape.every(isPositiveInteger)) {
+    throw invalidParameterError('shape', 'array of 4 positive integers [n, c, h, w]', shape);
+  }
+  if (shape[1] !== 3) throw invalidParameterError('shape[1] (channels)', '3', shape[1]);
+  const expected = (shape as number[]).reduce((a, b) => a * b, 1);
+  if (input.length !== expected) {
+    throw new RangeError(
+      `Expected Float32Array of length ${expected} for input of shape [${shape.join(', ')}] but received length ${input.length}`,
+    );
+  }
+}
+
+/** The native LibTorch (or TensorRT) engine. */
+export class NativeInferenceEngine implements InferenceEngine {
+  private constructor(private readonly native: NativeEngine) {}
+
+  static async load(options: EngineLoadOptions): Promise<NativeInferenceEngine> {
+    const callSite = new Error();
+    const binding = loadBinding();
+    try {
+      return new NativeInferenceEngine(await binding.Engine.load(options));
+    } catch (error) {
+      const err = withCallSite<Error>(error, callSite);
+      if (!(err instanceof RangeError) && !(err instanceof TypeError)) {
+        throw withCallSite(new FacedetError('model_invalid', err.message, { cause: error }), callSite);
+      }
+      throw err;
+    }
+  }
+
+  async infer(input: Float32Array, shape: Shape4): Promise<RawOutputs> {
+    const callSite = new Error();
+    if (this.native.disposed)
+      throw withCallSite(new FacedetError('engine_disposed', 'the engine is disposed'), callSite);
+    validateBatch(input, shape);
+    try {
+      return await this.native.infer(input, shape);
+    } catch (error) {
+      const message = (error as Error)?.message ?? String(error);
+      throw withCallSite(new FacedetError('inference_failed', message, { cause: error }), callSite);
+    }
+  }
+
+  dispose(): Promise<void> {
+    return this.native.dispose();
+  }
+
+  info(): EngineInfo {
+    return this.native.info();
+  }
+}

@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: MIT
+// Model folders written by `facedet export`: model.json (the card) beside the exported files.
+import fs from 'node:fs';
+import path from 'node:path';
+import { FacedetError } from './errors';
+
+export type Backbone = 'mobilenet0.25' | 'resnet50';
+
+export interface ModelCard {
+  format: number;
+  name: string;
+  backbone: Backbone;
+  /** True when exported with --synthetic-weights: for speed work only, detects nothing. */
+  synthetic: boolean;
+  weights: { file: string | null; sha256: string | null };
+  input: {
+    color: 'BGR';
+    mean: [number, number, number];
+    std: [number, number, number];
+    layout: 'NCHW';
+    dtype: 'float32';
+    pad_multiple: number;
+  };
+  anchors: { min_sizes: number[][]; steps: number[]; variances: [number, number]; clip: boolean };
+  recommended_max_size: number;
+  files: { torchscript: string; torchscript_cpu?: string; torchscript_int8?: string; onnx?: string };
+  landmarks: string[];
+  exported_with?: Record<string, string>;
+}
+
+export interface ModelSource {
+  dir: string;
+  card: ModelCard;
+}
+
+export const DEFAULT_MODEL_NAME = 'retinaface-mobilenet0.25';
+const packageRoot = path.resolve(__dirname, '..');
+
+/** The model folder used when none is given: $FACEDET_MODEL, else the one the setup exported. */
+export function defaultModelDir(): string {
+  return process.env.FACEDET_MODEL || path.join(packageRoot, 'models', DEFAULT_MODEL_NAME);
+}
+
+const setupHint =
+  'Run `npm run setup` in the facedet-native folder (it exports the default model), or export one with ' +
+  '`facedet export --backbone mobilenet0.25 --weights RetinaFace_mobilenet025.pth --out DIR` and pass ' +
+  '`model: DIR` (or set FACEDET_MODEL=DIR).';
+
+/** Reads and checks a model folder's card. */
+export function readModel(dir: string): ModelSource {
+  const resolved = path.resolve(dir);
+  const cardPath = path.join(resolved, 'model.json');
+  if (!fs.existsSync(resolved)) {
+    throw new FacedetError('model_not_found', `No model folder at ${resolved}. ${setupHint}`);
+  }
+  if (!fs.existsSync(cardPath)) {
+    throw new FacedetError(
+      'model_not_found',
+      `${resolved} has no model.json: it is not an exported model. ${setupHint}`,
+    );
+  }
+  let card: ModelCard;
+  try {
+    card = JSON.parse(fs.readFileSync(cardPath, 'utf8')) as ModelCard;
+  } catch (error) {
+    throw new FacedetError('model_invalid', `${cardPath} is not valid JSON: ${(error as Error).message}`);
+  }
+  const problems: string[] = [];
+  if (card.format !== 1) problems.push(`format ${String(card.format)} (expected 1)`);
+  if (card.backbone !== 'mobilenet0.25' && card.backbone !== 'resnet50') problems.push('backbone');
+  if (!Array.isArray(card.input?.mean) || card.input.mean.length !== 3) problems.push('input.mean');
+  if (!Array.isArray(card.anchors?.steps) || card.anchors.steps.length !== card.anchors.min_sizes?.length) {
+    problems.push('anchors');
+  }
+  if (typeof card.files?.torchscript !== 'string') problems.push('files.torchscript');
+  if (problems.length) {
+    throw new FacedetError(
+      'model_invalid',
+      `${cardPath} is not a facedet model card (bad ${problems.join(', ')})`,
+    );
+  }
+  return { dir: resolved, card };
+}
+
+/** The file a backend loads for a device and precision. */
+export function modelFile(
+  model: ModelSource,
+  backend: 'torch' | 'tensorrt' | 'onnxruntime',
+  device: string,
+  precision: string,
+): string {
+  const { files } = model.card;
+  let file: string | undefined;
+  if (backend === 'tensorrt' || backend === 'onnxruntime') file = files.onnx;
+  else if (precision === 'int8') file = files.torchscript_int8;
+  else if (device === 'cpu') file = files.torchscript_cpu ?? files.torchscript;
+  else file = files.torchscript;
+  if (!file) {
+    const what = backend === 'torch' ? `a ${precision} TorchScript file` : 'an ONNX file';
+    throw new FacedetError(
+      'model_not_found',
+      `${model.dir} has no ${what} for backend '${backend}' (model.json "files"); re-export the model` +
+        (precision === 'int8' ? ' with --int8' : ''),
+    );
+  }
+  const full = path.join(model.dir, file);
+  if (!fs.existsSync(full)) {
+    throw new FacedetError(
+      'model_not_found',
+      `${full} is missing (listed in model.json); re-export the model`,
+    );
+  }
+  return full;
+}

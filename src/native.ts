@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: MIT
+// The typed contract of the raw native addon (native/*.cc) and its loader. Nothing else in the
+// library touches the addon directly.
+import path from 'node:path';
+import { FacedetError } from './errors';
+
+export interface NativeLoadOptions {
+  modelPath: string;
+  backend?: 'torch' | 'tensorrt';
+  device?: string;
+  precision?: 'fp32' | 'fp16' | 'int8';
+  threads?: number;
+  cacheDir?: string;
+  maxBatch?: number;
+  maxSize?: number;
+}
+
+export interface NativeEngineInfo {
+  backend: string;
+  device: string;
+  precision: string;
+  threads: number;
+  version: string;
+}
+
+/** Raw RetinaFace outputs for a batch of n images with A anchors each. */
+export interface RawOutputs {
+  /** Box deltas, [n, A, 4]. */
+  loc: Float32Array;
+  /** Softmax scores, [n, A, 2]; index 1 is "face". */
+  conf: Float32Array;
+  /** Landmark deltas, [n, A, 10]. */
+  landmarks: Float32Array;
+  shapes: { loc: number[]; conf: number[]; landmarks: number[] };
+  /** Time spent in the network, on the worker thread. */
+  inferMs: number;
+}
+
+export interface NativeEngine {
+  /** One packed NCHW batch, or one CHW array per image (shape [c, h, w]). Runs on a worker thread. */
+  infer(input: Float32Array, shape: [number, number, number, number]): Promise<RawOutputs>;
+  infer(input: Float32Array[], shape: [number, number, number]): Promise<RawOutputs>;
+  /** Resolves once every batch in flight has finished and the model is released. */
+  dispose(): Promise<void>;
+  info(): NativeEngineInfo;
+  readonly disposed: boolean;
+}
+
+export interface NativeBinding {
+  Engine: { load(options: NativeLoadOptions): Promise<NativeEngine> };
+  build: { torch: string; tensorrt?: string; backends: string[]; cuda: boolean };
+  cudaDeviceCount(): number;
+}
+
+const packageRoot = path.resolve(__dirname, '..');
+let binding: NativeBinding | undefined;
+
+function explain(error: Error): string {
+  const message = error.message;
+  const hints: string[] = [];
+  if (/lib(torch|c10|torch_cpu|torch_cuda)[^ ]*\.so/.test(message)) {
+    hints.push(
+      "LibTorch's shared libraries could not be loaded. Install Debian's `libtorch-dev` (or the package " +
+        'that provides the LibTorch the addon was built with), or add its lib/ folder to LD_LIBRARY_PATH.',
+    );
+  } else if (/No native build was found/.test(message)) {
+    hints.push(
+      'The addon has not been built. Run `npm run build:native` in the package folder; it needs cmake, ' +
+        'g++ and LibTorch (`sudo apt-get install cmake g++ libtorch-dev` on Debian/Ubuntu).',
+      'With npm >= 11.19 dependency install scripts are blocked until approved: ' +
+        '`npm install-scripts approve facedet-native`, then `npm rebuild facedet-native`.',
+    );
+  } else if (/GLIBC|CXXABI|GLIBCXX/.test(message)) {
+    hints.push('The addon was built for a newer C/C++ runtime than this system has: rebuild it here.');
+  } else if (/NODE_MODULE_VERSION|napi/i.test(message)) {
+    hints.push('The addon was built for another Node.js: run `npm rebuild facedet-native`.');
+  }
+  return [
+    `facedet-native: could not load the native addon: ${message.split('\n')[0]}`,
+    ...hints.map((h) => `  - ${h}`),
+    '  - Set FACEDET_NATIVE=/path/to/facedet.node to load a specific build.',
+  ].join('\n');
+}
+
+/** Loads the addon once; throws a FacedetError that says how to fix what went wrong. */
+export function loadBinding(): NativeBinding {
+  if (binding) return binding;
+  try {
+    const explicit = process.env.FACEDET_NATIVE;
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    binding = (
+      explicit ? require(path.resolve(explicit)) : require('node-gyp-build')(packageRoot)
+    ) as NativeBinding;
+  } catch (error) {
+    throw new FacedetError('native_unavailable', explain(error as Error), { cause: error });
+  }
+  return binding;
+}

@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: MIT
+// Image bytes -> RGB pixels (sharp) -> one float32 NCHW batch (BGR minus mean, padded).
+import sharp from 'sharp';
+import { FacedetError } from './errors';
+
+/** What `detect` accepts for one image: encoded bytes or a file path. */
+export type ImageInput = Buffer | Uint8Array | string;
+
+export interface DecodeOptions {
+  /** Downscale so the longer side is at most this; never upscale; 0 keeps the original size. */
+  maxSize: number;
+  /** Refuse images with more pixels than this (checked from the header, before decoding). */
+  maxPixels: number;
+}
+
+export interface DecodedImage {
+  /** RGB, 8 bits, row-major, `width * height * 3` bytes. */
+  data: Buffer;
+  /** Size of `data`, after EXIF orientation and resizing. */
+  width: number;
+  height: number;
+  /** Size of the image as displayed (EXIF orientation applied), before resizing. */
+  originalWidth: number;
+  originalHeight: number;
+}
+
+/** The size an image is resized to under `maxSize` (the longer side fits, aspect ratio kept). */
+export function fitSize(width: number, height: number, maxSize: number): { width: number; height: number } {
+  const longer = Math.max(width, height);
+  if (maxSize <= 0 || longer <= maxSize) return { width, height };
+  const scale = maxSize / longer;
+  return {
+    width: Math.max(1, Math.round(width * scale)),
+    height: Math.max(1, Math.round(height * scale)),
+  };
+}
+
+function decodeError(message: string, cause: unknown): FacedetError {
+  const text = (cause as Error)?.message ?? String(cause);
+  if (/ENOENT|EACCES|EISDIR|no such file|Input file is missing/i.test(text)) {
+    return new FacedetError('image_unreadable', `${message}: ${text}`, { cause });
+  }
+  if (/pixel limit|exceeds/i.test(text))
+    return new FacedetError('image_too_large', `${message}: ${text}`, { cause });
+  return new FacedetError('image_decode_failed', `${message}: ${text}`, { cause });
+}
+
+/**
+ * Decodes one image with sharp: any format sharp reads (first frame of animations), EXIF orientation
+ * applied, grey/palette/CMYK/alpha turned into 3-channel RGB, downscaled to fit `maxSize`.
+ */
+export async function decodeImage(input: ImageInput, options: DecodeOptions): Promise<DecodedImage> {
+  const sharpOptions = { limitInputPixels: options.maxPixels, pages: 1, page: 0, failOn: 'warning' as const };
+  let width: number;
+  let height: number;
+  try {
+    // The header alone: sizes are checked below, with a message that gives them.
+    const meta = await sharp(input, { ...sharpOptions, limitInputPixels: false }).metadata();
+    width = meta.autoOrient?.width ?? meta.width;
+    height = meta.autoOrient?.height ?? meta.height;
+  } catch (error) {
+    throw decodeError('cannot read the image', error);
+  }
+  if (!width || !height) throw new FacedetError('image_decode_failed', 'the image has no size');
+  if (width * height > options.maxPixels) {
+    throw new FacedetError(
+      'image_too_large',
+      `the image has ${width}x${height} pixels, more than the limit of ${options.maxPixels}`,
+    );
+  }
+  const size = fitSize(width, height, options.maxSize);
+  try {
+    let pipeline = sharp(input, { ...sharpOptions, autoOrient: true })
+      .removeAlpha()
+      .toColourspace('srgb');
+    if (size.width !== width || size.height !== height) {
+      pipeline = pipeline.resize(size.width, size.height, { fit: 'fill' });
+    }
+    const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3 || info.width !== size.width || info.height !== size.height) {
+      throw new Error(`unexpected decoded layout ${info.width}x${info.height}x${info.channels}`);
+    }
+    return { data, width: info.width, height: info.height, originalWidth: width, originalHeight: height };
+  } catch (error) {
+    throw decodeError('cannot decode the image', error);
+  }
+}
+
+export interface PackOptions {
+  /** Per-channel values subtracted, in the network's channel order (B, G, R). */
+  mean: readonly [number, number, number];
+  /** The batch's height and width are rounded up to a multiple of this. */
+  padMultiple: number;
+}
+
+export interface Batch {
+  tensor: Float32Array;
+  shape: [number, number, number, number];
+}
+
+/** The padded size of a batch holding these images. */
+export function batchSize(images: readonly { width: number; height: number }[], padMultiple: number) {
+  let height = 0;
+  let width = 0;
+  for (const image of images) {
+    height = Math.max(height, image.height);
+    width = Math.max(width, image.width);
+  }
+  const m = Math.max(1, padMultiple);
+  return { height: Math.ceil(height / m) * m, width: Math.ceil(width / m) * m };
+}
+
+/**
+ * Packs RGB images into one NCHW float32 batch: BGR minus mean, each image at the top-left corner,
+ * the rest zero (zero after mean subtraction, as the network's own padding), so coordinates do not move.
+ */
+export function packBatch(images: readonly DecodedImage[], options: PackOptions): Batch {
+  const { height: H, width: W } = batchSize(images, options.padMultiple);
+  const plane = H * W;
+  const tensor = new Float32Array(images.length * 3 * plane);
+  const [mb, mg, mr] = options.mean;
+  images.forEach((image, n) => {
+    const { data, width: w, height: h } = image;
+    const b0 = n * 3 * plane;
+    const g0 = b0 + plane;
+    const r0 = g0 + plane;
+    for (let y = 0; y < h; y++) {
+      let src = y * w * 3;
+      const row = y * W;
+      for (let x = 0; x < w; x++) {
+        const o = row + x;
+        tensor[r0 + o] = data[src]! - mr;
+        tensor[g0 + o] = data[src + 1]! - mg;
+        tensor[b0 + o] = data[src + 2]! - mb;
+        src += 3;
+      }
+    }
+  });
+  return { tensor, shape: [images.length, 3, H, W] };
+}

@@ -1,0 +1,198 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import sharp from 'sharp';
+import { FacedetError } from '../src/errors';
+import { batchSize, decodeImage, fitSize, packBatch } from '../src/preprocess';
+import { gradient, pngHeaderClaiming, rawImage } from './helpers/images';
+
+const options = { maxSize: 0, maxPixels: 1e8 };
+
+async function decodeError(input: Buffer | string, opts = options): Promise<FacedetError> {
+  try {
+    await decodeImage(input, opts);
+  } catch (error) {
+    assert.instance(error, FacedetError);
+    return error as FacedetError;
+  }
+  throw new Error('expected the decode to fail');
+}
+
+const formats = suite('decode: formats and colour');
+
+formats('JPEG, PNG, WebP, TIFF, AVIF and GIF all decode to 3-channel RGB of the right size', async () => {
+  const encoders = {
+    jpeg: (s: sharp.Sharp) => s.jpeg(),
+    png: (s: sharp.Sharp) => s.png(),
+    webp: (s: sharp.Sharp) => s.webp(),
+    tiff: (s: sharp.Sharp) => s.tiff(),
+    avif: (s: sharp.Sharp) => s.avif(),
+    gif: (s: sharp.Sharp) => s.gif(),
+  };
+  for (const [name, encode] of Object.entries(encoders)) {
+    const bytes = await encode(rawImage(40, 30)).toBuffer();
+    const image = await decodeImage(bytes, options);
+    assert.is(image.width, 40, name);
+    assert.is(image.height, 30, name);
+    assert.is(image.data.length, 40 * 30 * 3, name);
+  }
+});
+
+formats('lossless input keeps its exact pixels (RGB order)', async () => {
+  const png = await rawImage(17, 9).png().toBuffer();
+  const image = await decodeImage(png, options);
+  assert.ok(image.data.equals(gradient(17, 9)));
+});
+
+formats('grayscale becomes three equal channels', async () => {
+  const grey = await rawImage(16, 8).toColourspace('b-w').png().toBuffer();
+  assert.is((await sharp(grey).metadata()).channels, 1);
+  const image = await decodeImage(grey, options);
+  assert.is(image.data.length, 16 * 8 * 3);
+  for (let i = 0; i < image.data.length; i += 3) {
+    assert.ok(image.data[i] === image.data[i + 1] && image.data[i] === image.data[i + 2]);
+  }
+});
+
+formats('palette PNG, CMYK JPEG and alpha PNG become RGB', async () => {
+  const red = { width: 8, height: 6, channels: 3 as const, background: { r: 255, g: 0, b: 0 } };
+  const palette = await sharp({ create: red }).png({ palette: true }).toBuffer();
+  const cmyk = await sharp({ create: red }).toColourspace('cmyk').jpeg({ quality: 100 }).toBuffer();
+  assert.is((await sharp(cmyk).metadata()).space, 'cmyk');
+  const alpha = await sharp({
+    create: { width: 8, height: 6, channels: 4, background: { r: 0, g: 0, b: 255, alpha: 0.5 } },
+  })
+    .png()
+    .toBuffer();
+  for (const [name, bytes, rgb] of [
+    ['palette', palette, [255, 0, 0]],
+    ['cmyk', cmyk, [255, 0, 0]],
+    ['alpha', alpha, [0, 0, 255]],
+  ] as const) {
+    const image = await decodeImage(bytes, options);
+    assert.is(image.data.length, 8 * 6 * 3, name);
+    const [r, g, b] = image.data;
+    assert.ok(
+      Math.abs(r! - rgb[0]) < 40 && Math.abs(g! - rgb[1]) < 40 && Math.abs(b! - rgb[2]) < 40,
+      `${name}: ${r},${g},${b}`,
+    );
+  }
+});
+
+formats('an animated GIF gives its first frame', async () => {
+  const frame = (r: number, b: number) =>
+    sharp({ create: { width: 8, height: 6, channels: 3, background: { r, g: 0, b } } })
+      .png()
+      .toBuffer();
+  const gif = await sharp([await frame(255, 0), await frame(0, 255)], { join: { animated: true } })
+    .gif()
+    .toBuffer();
+  assert.is((await sharp(gif).metadata()).pages, 2);
+  const image = await decodeImage(gif, options);
+  assert.is(image.height, 6);
+  assert.ok(image.data[0]! > 200 && image.data[2]! < 50);
+});
+
+formats('file paths and Uint8Arrays are accepted like Buffers', async () => {
+  const png = await rawImage(10, 10).png().toBuffer();
+  const fromArray = await decodeImage(new Uint8Array(png), options);
+  const fromFile = await decodeImage('../shared/fixtures/seed-images/single_face.gif', options);
+  assert.is(fromArray.width, 10);
+  assert.is(fromFile.width, 490);
+  assert.is(fromFile.height, 639);
+});
+
+formats.run();
+
+const orientation = suite('decode: EXIF orientation');
+
+orientation('an image stored rotated with an orientation tag decodes upright', async () => {
+  const upright = await rawImage(40, 30).png().toBuffer();
+  // Rotate the pixels 90 degrees clockwise and tag orientation 6 ("rotate 90 CW to display"):
+  // stored 30x40, displayed 40x30 again. Orientation 8 is the other way round.
+  for (const [angle, tag] of [
+    [-90, 6],
+    [90, 8],
+    [180, 3],
+  ] as const) {
+    const stored = await sharp(await sharp(upright).rotate(angle).png().toBuffer())
+      .withMetadata({ orientation: tag })
+      .png()
+      .toBuffer();
+    const image = await decodeImage(stored, options);
+    assert.is(image.width, 40, `tag ${tag}`);
+    assert.is(image.height, 30, `tag ${tag}`);
+    assert.ok(image.data.equals(gradient(40, 30)), `tag ${tag}: pixels`);
+  }
+});
+
+orientation.run();
+
+const resize = suite('decode: resize policy');
+
+resize('fitSize: downscale so the longer side fits, never upscale, 0 = original', () => {
+  assert.equal(fitSize(3000, 2000, 1080), { width: 1080, height: 720 });
+  assert.equal(fitSize(2000, 3000, 1080), { width: 720, height: 1080 });
+  assert.equal(fitSize(500, 400, 1080), { width: 500, height: 400 });
+  assert.equal(fitSize(3000, 2000, 0), { width: 3000, height: 2000 });
+  assert.equal(fitSize(10000, 1, 100), { width: 100, height: 1 });
+});
+
+resize('decodeImage applies it and reports the original size', async () => {
+  const big = await rawImage(300, 200).png().toBuffer();
+  const image = await decodeImage(big, { maxSize: 150, maxPixels: 1e8 });
+  assert.equal([image.width, image.height, image.originalWidth, image.originalHeight], [150, 100, 300, 200]);
+  const small = await decodeImage(big, { maxSize: 1000, maxPixels: 1e8 });
+  assert.equal([small.width, small.height], [300, 200]);
+});
+
+resize.run();
+
+const errors = suite('decode: errors');
+
+errors('garbage, text, empty and truncated input are decode errors', async () => {
+  const jpeg = await rawImage(64, 64).jpeg().toBuffer();
+  for (const [name, bytes] of [
+    ['garbage', Buffer.from('definitely not an image')],
+    ['empty', Buffer.alloc(0)],
+    ['truncated jpeg', jpeg.subarray(0, jpeg.length / 2)],
+  ] as const) {
+    const error = await decodeError(bytes);
+    assert.is(error.code, 'image_decode_failed', name);
+  }
+});
+
+errors('a missing file is image_unreadable', async () => {
+  const error = await decodeError('/nonexistent/face.jpg');
+  assert.is(error.code, 'image_unreadable');
+});
+
+errors('a 20000x20000 header is refused before decoding', async () => {
+  const error = await decodeError(pngHeaderClaiming(20000, 20000), { maxSize: 0, maxPixels: 50e6 });
+  assert.is(error.code, 'image_too_large');
+  assert.match(error.message, /20000x20000/);
+});
+
+errors.run();
+
+const pack = suite('packBatch');
+
+pack('BGR minus mean, NCHW, padded at the bottom-right with zeros to the multiple', () => {
+  const a = { data: gradient(5, 3), width: 5, height: 3, originalWidth: 5, originalHeight: 3 };
+  const b = { data: gradient(2, 7), width: 2, height: 7, originalWidth: 2, originalHeight: 7 };
+  const mean = [104, 117, 123] as const;
+  const { tensor, shape } = packBatch([a, b], { mean, padMultiple: 4 });
+  assert.equal(shape, [2, 3, 8, 8]);
+  assert.equal(batchSize([a, b], 4), { height: 8, width: 8 });
+  const at = (n: number, c: number, y: number, x: number) => tensor[((n * 3 + c) * 8 + y) * 8 + x]!;
+  // pixel (x=4, y=2) of image a: RGB (20, 14, 18) -> B-104, G-117, R-123
+  assert.is(at(0, 0, 2, 4), 18 - 104);
+  assert.is(at(0, 1, 2, 4), 14 - 117);
+  assert.is(at(0, 2, 2, 4), 20 - 123);
+  // padding of image a (x >= 5 or y >= 3) and of image b (x >= 2) is zero
+  assert.is(at(0, 0, 2, 5), 0);
+  assert.is(at(0, 1, 3, 0), 0);
+  assert.is(at(1, 2, 6, 2), 0);
+  assert.is(at(1, 2, 6, 1), ((1 * 5) % 256) - 123);
+});
+
+pack.run();
