@@ -22,14 +22,14 @@ class ArgumentError : public std::runtime_error {
 
 // Options for loading a model: copied out of the JS options object before the worker starts.
 struct LoadOptions {
-  std::string backend = "torch";  // "torch" or "tensorrt"
-  std::string modelPath;          // TorchScript file, or ONNX file for TensorRT
-  std::string device = "cpu";     // "cpu", "cuda" or "cuda:N"
+  std::string backend = "torch";   // "torch" or "tensorrt"
+  std::string modelPath;           // TorchScript file, or ONNX file for TensorRT
+  std::string device = "cpu";      // "cpu", "cuda" or "cuda:N"
   std::string precision = "fp32";  // "fp32", "fp16" (CUDA) or "int8" (a quantised CPU model)
-  int threads = 0;                // intra-op threads, 0 = LibTorch's default
-  std::string cacheDir;           // TensorRT plan cache
-  int maxBatch = 16;              // TensorRT optimisation profile
-  int maxSize = 2048;             // TensorRT optimisation profile: largest H or W
+  int threads = 0;                 // intra-op threads, 0 = LibTorch's default
+  std::string cacheDir;            // TensorRT plan cache
+  int maxBatch = 16;               // TensorRT optimisation profile
+  int maxSize = 2048;              // TensorRT optimisation profile: largest H or W
 };
 
 // One batch of images, NCHW float32. Either one packed buffer of n*c*h*w floats, or n buffers of

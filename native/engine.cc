@@ -15,16 +15,26 @@ constexpr int64_t kMaxSide = 16384;
 std::string typeName(const Napi::Value& v) {
   if (v.IsTypedArray()) {
     switch (v.As<Napi::TypedArray>().TypedArrayType()) {
-      case napi_int8_array: return "Int8Array";
-      case napi_uint8_array: return "Uint8Array";
-      case napi_uint8_clamped_array: return "Uint8ClampedArray";
-      case napi_int16_array: return "Int16Array";
-      case napi_uint16_array: return "Uint16Array";
-      case napi_int32_array: return "Int32Array";
-      case napi_uint32_array: return "Uint32Array";
-      case napi_float32_array: return "Float32Array";
-      case napi_float64_array: return "Float64Array";
-      default: return "a typed array";
+      case napi_int8_array:
+        return "Int8Array";
+      case napi_uint8_array:
+        return "Uint8Array";
+      case napi_uint8_clamped_array:
+        return "Uint8ClampedArray";
+      case napi_int16_array:
+        return "Int16Array";
+      case napi_uint16_array:
+        return "Uint16Array";
+      case napi_int32_array:
+        return "Int32Array";
+      case napi_uint32_array:
+        return "Uint32Array";
+      case napi_float32_array:
+        return "Float32Array";
+      case napi_float64_array:
+        return "Float64Array";
+      default:
+        return "a typed array";
     }
   }
   if (v.IsBuffer()) return "Buffer";
@@ -64,7 +74,8 @@ std::vector<int64_t> readShape(Napi::Env env, const Napi::Value& value, size_t r
     }
     const double x = d.As<Napi::Number>().DoubleValue();
     if (!std::isfinite(x) || x != std::floor(x) || x < 1) {
-      throw Napi::RangeError::New(env, what + ", got " + (std::isnan(x) ? std::string("NaN") : std::to_string(x)) +
+      throw Napi::RangeError::New(env, what + ", got " +
+                                           (std::isnan(x) ? std::string("NaN") : std::to_string(x)) +
                                            " at index " + std::to_string(i));
     }
     dims.push_back(static_cast<int64_t>(x));
@@ -75,12 +86,13 @@ std::vector<int64_t> readShape(Napi::Env env, const Napi::Value& value, size_t r
 void checkDims(Napi::Env env, int64_t n, int64_t c, int64_t h, int64_t w) {
   if (c != 3) throw Napi::RangeError::New(env, "infer(shape): channels must be 3, got " + std::to_string(c));
   if (n > kMaxBatch) {
-    throw Napi::RangeError::New(env, "infer(shape): batch size " + std::to_string(n) + " is over the limit of " +
-                                         std::to_string(kMaxBatch));
+    throw Napi::RangeError::New(env, "infer(shape): batch size " + std::to_string(n) +
+                                         " is over the limit of " + std::to_string(kMaxBatch));
   }
   if (h > kMaxSide || w > kMaxSide) {
-    throw Napi::RangeError::New(env, "infer(shape): height and width must be at most " + std::to_string(kMaxSide) +
-                                         ", got " + std::to_string(h) + "x" + std::to_string(w));
+    throw Napi::RangeError::New(env, "infer(shape): height and width must be at most " +
+                                         std::to_string(kMaxSide) + ", got " + std::to_string(h) + "x" +
+                                         std::to_string(w));
   }
 }
 
@@ -242,12 +254,13 @@ class InferWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
 };
 
-std::string optionalString(Napi::Env env, const Napi::Object& o, const char* key, const std::string& fallback) {
+std::string optionalString(Napi::Env env, const Napi::Object& o, const char* key,
+                           const std::string& fallback) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return fallback;
   if (!v.IsString()) {
-    throw Napi::TypeError::New(env, std::string("Engine.load(options.") + key + "): expected a string, got " +
-                                        typeName(v));
+    throw Napi::TypeError::New(
+        env, std::string("Engine.load(options.") + key + "): expected a string, got " + typeName(v));
   }
   return v.As<Napi::String>().Utf8Value();
 }
@@ -256,13 +269,14 @@ int optionalInt(Napi::Env env, const Napi::Object& o, const char* key, int fallb
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return fallback;
   if (!v.IsNumber()) {
-    throw Napi::TypeError::New(env, std::string("Engine.load(options.") + key + "): expected an integer, got " +
-                                        typeName(v));
+    throw Napi::TypeError::New(
+        env, std::string("Engine.load(options.") + key + "): expected an integer, got " + typeName(v));
   }
   const double x = v.As<Napi::Number>().DoubleValue();
   if (!std::isfinite(x) || x != std::floor(x) || x < min || x > max) {
-    throw Napi::RangeError::New(env, std::string("Engine.load(options.") + key + "): expected an integer between " +
-                                         std::to_string(min) + " and " + std::to_string(max) + ", got " +
+    throw Napi::RangeError::New(env, std::string("Engine.load(options.") + key +
+                                         "): expected an integer between " + std::to_string(min) + " and " +
+                                         std::to_string(max) + ", got " +
                                          (std::isnan(x) ? std::string("NaN") : std::to_string(x)));
   }
   return static_cast<int>(x);
@@ -309,8 +323,8 @@ Napi::Value Engine::Load(const Napi::CallbackInfo& info) {
   options.maxBatch = optionalInt(env, o, "maxBatch", options.maxBatch, 1, static_cast<int>(kMaxBatch));
   options.maxSize = optionalInt(env, o, "maxSize", options.maxSize, 32, static_cast<int>(kMaxSide));
   if (options.backend != "torch" && options.backend != "tensorrt") {
-    throw Napi::RangeError::New(env, "Engine.load(options.backend): expected 'torch' or 'tensorrt', got '" +
-                                         options.backend + "'");
+    throw Napi::RangeError::New(
+        env, "Engine.load(options.backend): expected 'torch' or 'tensorrt', got '" + options.backend + "'");
   }
 #ifndef FACEDET_WITH_TENSORRT
   if (options.backend == "tensorrt") {
@@ -336,7 +350,8 @@ Napi::Value Engine::Infer(const Napi::CallbackInfo& info) {
     checkDims(env, input.n, input.c, input.h, input.w);
     auto array = data.As<Napi::Float32Array>();
     const size_t expected = static_cast<size_t>(input.n * input.c * input.h * input.w);
-    if (array.ArrayBuffer().IsDetached()) throw Napi::TypeError::New(env, "infer(input): the buffer is detached");
+    if (array.ArrayBuffer().IsDetached())
+      throw Napi::TypeError::New(env, "infer(input): the buffer is detached");
     if (array.ElementLength() != expected) {
       throw Napi::RangeError::New(env, "infer(input): length " + std::to_string(array.ElementLength()) +
                                            " does not match shape " + shapeString(dims) + " (" +
@@ -355,9 +370,11 @@ Napi::Value Engine::Infer(const Napi::CallbackInfo& info) {
     for (uint32_t i = 0; i < list.Length(); ++i) {
       Napi::Value item = list.Get(i);
       const std::string name = "infer(input[" + std::to_string(i) + "])";
-      if (!isFloat32Array(item)) throw Napi::TypeError::New(env, name + ": expected a Float32Array, got " + typeName(item));
+      if (!isFloat32Array(item))
+        throw Napi::TypeError::New(env, name + ": expected a Float32Array, got " + typeName(item));
       auto array = item.As<Napi::Float32Array>();
-      if (array.ArrayBuffer().IsDetached()) throw Napi::TypeError::New(env, name + ": the buffer is detached");
+      if (array.ArrayBuffer().IsDetached())
+        throw Napi::TypeError::New(env, name + ": the buffer is detached");
       if (array.ElementLength() != expected) {
         throw Napi::RangeError::New(env, name + ": length " + std::to_string(array.ElementLength()) +
                                              " does not match shape " + shapeString(dims) + " (" +
@@ -366,8 +383,9 @@ Napi::Value Engine::Infer(const Napi::CallbackInfo& info) {
       input.images.push_back(array.Data());
     }
   } else {
-    throw Napi::TypeError::New(env, "infer(input): expected a Float32Array or an array of Float32Array, got " +
-                                        (info.Length() < 1 ? std::string("nothing") : typeName(data)));
+    throw Napi::TypeError::New(env,
+                               "infer(input): expected a Float32Array or an array of Float32Array, got " +
+                                   (info.Length() < 1 ? std::string("nothing") : typeName(data)));
   }
   ++inFlight_;
   auto* worker = new InferWorker(env, this, backend_, std::move(input), data);
@@ -403,6 +421,8 @@ Napi::Value Engine::Dispose(const Napi::CallbackInfo& info) {
 
 Napi::Value Engine::Info(const Napi::CallbackInfo& info) { return backendInfoObject(info.Env(), info_); }
 
-Napi::Value Engine::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), disposed_); }
+Napi::Value Engine::Disposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), disposed_);
+}
 
 }  // namespace facedet

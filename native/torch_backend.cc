@@ -100,7 +100,8 @@ class TorchBackend : public Backend {
   InferOutput infer(const InferInput& input) override {
     const auto start = std::chrono::steady_clock::now();
     c10::InferenceMode guard;
-    at::init_num_threads();  // OpenMP thread counts are per calling thread: libuv workers start at the default
+    at::init_num_threads();  // OpenMP thread counts are per calling thread: libuv workers start at the
+                             // default
     InferOutput result;
     try {
 #ifdef FACEDET_WITH_CUDA
@@ -116,7 +117,8 @@ class TorchBackend : public Backend {
       throw std::runtime_error("inference failed: " + torchMessage(e));
     }
     validateOutputs(result, input.n);
-    result.inferMs = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    result.inferMs =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     return result;
   }
 
@@ -159,7 +161,8 @@ class TorchBackend : public Backend {
     }
     InferOutput out;
     for (size_t i = 0; i < 3; ++i) {
-      if (!elements[i].isTensor()) throw std::runtime_error("model output " + std::to_string(i) + " is not a tensor");
+      if (!elements[i].isTensor())
+        throw std::runtime_error("model output " + std::to_string(i) + " is not a tensor");
       out.tensors[i] = toOutput(elements[i].toTensor());
     }
     return out;
@@ -179,8 +182,8 @@ class TorchBackend : public Backend {
     c10::cuda::CUDAStreamGuard streamGuard(stream);
     torch::Tensor staged = hostBatch(input, true);
     const auto dtype = precision_ == "fp16" ? torch::kHalf : torch::kFloat;
-    torch::Tensor x = staged.to(device_, dtype, /*non_blocking=*/true)
-                          .contiguous(torch::MemoryFormat::ChannelsLast);
+    torch::Tensor x =
+        staged.to(device_, dtype, /*non_blocking=*/true).contiguous(torch::MemoryFormat::ChannelsLast);
     auto value = module_.forward({x});
     if (!value.isTuple()) throw std::runtime_error("model did not return a tuple (loc, conf, landmarks)");
     const auto& elements = value.toTupleRef().elements();

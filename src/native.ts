@@ -87,10 +87,11 @@ export function loadBinding(): NativeBinding {
   if (binding) return binding;
   try {
     const explicit = process.env.FACEDET_NATIVE;
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    /* eslint-disable @typescript-eslint/no-require-imports -- native addons load through require */
     binding = (
       explicit ? require(path.resolve(explicit)) : require('node-gyp-build')(packageRoot)
     ) as NativeBinding;
+    /* eslint-enable @typescript-eslint/no-require-imports */
   } catch (error) {
     throw new FacedetError('native_unavailable', explain(error as Error), { cause: error });
   }

@@ -1,0 +1,390 @@
+// The raw addon: equivalence with PyTorch, the bad-call table, the event loop, concurrency, disposal.
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readModel } from '../src/model';
+import { loadBinding, type NativeEngine } from '../src/native';
+import { rejects } from './helpers/assert';
+import { MOBILENET_DIR, maxAbsDiff, rawReference, requireModel } from './helpers/model';
+
+const binding = loadBinding();
+const dir = requireModel(MOBILENET_DIR);
+const card = readModel(dir).card;
+const cpuModel = path.join(dir, card.files.torchscript_cpu ?? card.files.torchscript);
+const portableModel = path.join(dir, card.files.torchscript);
+const reference = rawReference(dir);
+
+const equivalence = suite('addon: equals PyTorch');
+
+for (const [name, modelPath] of [
+  ['CPU-optimised TorchScript', cpuModel],
+  ['portable TorchScript', portableModel],
+] as const) {
+  equivalence(`${name}: raw outputs within 1e-4 of PyTorch on the reference input`, async () => {
+    const engine = await binding.Engine.load({ modelPath, threads: 2 });
+    const out = await engine.infer(
+      reference.input.data,
+      reference.input.shape as [number, number, number, number],
+    );
+    for (const key of ['loc', 'conf', 'landmarks'] as const) {
+      assert.equal(out.shapes[key], reference[key].shape, key);
+      const err = maxAbsDiff(out[key], reference[key].data);
+      assert.ok(err <= 1e-4, `${key}: max abs error ${err}`);
+    }
+    await engine.dispose();
+  });
+}
+
+equivalence('an array of CHW images gives the same outputs as the packed batch', async () => {
+  const engine = await binding.Engine.load({ modelPath: cpuModel });
+  const [n, c, h, w] = reference.input.shape as [number, number, number, number];
+  const size = c * h * w;
+  const images = Array.from({ length: n }, (_, i) => reference.input.data.slice(i * size, (i + 1) * size));
+  const packed = await engine.infer(reference.input.data, [n, c, h, w]);
+  const separate = await engine.infer(images, [c, h, w]);
+  for (const key of ['loc', 'conf', 'landmarks'] as const) {
+    assert.is(maxAbsDiff(packed[key], separate[key]), 0, key);
+  }
+  await engine.dispose();
+});
+
+equivalence.run();
+
+const badCalls = suite('addon: bad calls');
+
+let engine: NativeEngine;
+badCalls.before(async () => {
+  engine = await binding.Engine.load({ modelPath: cpuModel });
+});
+badCalls.after(() => engine.dispose());
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-native-'));
+const corrupt = path.join(tmp, 'corrupt.pt');
+fs.writeFileSync(corrupt, 'this is not a TorchScript archive');
+
+type LoadArgs = Parameters<typeof binding.Engine.load>[0];
+const loadCases: [string, unknown, RegExp, new (...args: never[]) => Error][] = [
+  ['no options', undefined, /^Engine\.load\(options\): expected an object, got undefined$/, TypeError],
+  [
+    'options is a string',
+    'model.pt',
+    /^Engine\.load\(options\): expected an object, got a string$/,
+    TypeError,
+  ],
+  ['no modelPath', {}, /^Engine\.load\(options\.modelPath\): expected the path of a model file$/, TypeError],
+  [
+    'modelPath is a number',
+    { modelPath: 5 },
+    /^Engine\.load\(options\.modelPath\): expected a string, got a number$/,
+    TypeError,
+  ],
+  [
+    'threads is NaN',
+    { modelPath: cpuModel, threads: NaN },
+    /options\.threads\): expected an integer between 0 and 1024, got NaN$/,
+    RangeError,
+  ],
+  [
+    'threads is negative',
+    { modelPath: cpuModel, threads: -2 },
+    /options\.threads\): expected an integer between 0 and 1024/,
+    RangeError,
+  ],
+  [
+    'threads is a string',
+    { modelPath: cpuModel, threads: '2' },
+    /options\.threads\): expected an integer, got a string$/,
+    TypeError,
+  ],
+  [
+    'unknown backend',
+    { modelPath: cpuModel, backend: 'onnx' },
+    /options\.backend\): expected 'torch' or 'tensorrt', got 'onnx'$/,
+    RangeError,
+  ],
+];
+
+for (const [name, options, message, errorClass] of loadCases) {
+  badCalls(`Engine.load: ${name} -> ${errorClass.name}`, () => {
+    assert.throws(
+      () => binding.Engine.load(options as LoadArgs),
+      (e: Error) => e instanceof errorClass && message.test(e.message),
+    );
+  });
+}
+
+const asyncLoadCases: [string, LoadArgs, RegExp, new (...args: never[]) => Error][] = [
+  [
+    'a missing file',
+    { modelPath: path.join(tmp, 'missing.pt') },
+    /^model file not found or unreadable: .*missing\.pt$/,
+    Error,
+  ],
+  [
+    'a corrupt file',
+    { modelPath: corrupt },
+    /^could not load TorchScript model .*corrupt\.pt: PytorchStreamReader failed/,
+    Error,
+  ],
+  [
+    'cuda on a CPU-only LibTorch',
+    { modelPath: cpuModel, device: 'cuda' },
+    /^device 'cuda' was requested, but LibTorch sees no CUDA device/,
+    RangeError,
+  ],
+  [
+    'an unknown device',
+    { modelPath: cpuModel, device: 'tpu' },
+    /^device 'tpu' is not 'cpu', 'cuda' or 'cuda:N'$/,
+    RangeError,
+  ],
+  [
+    'fp16 on CPU',
+    { modelPath: cpuModel, precision: 'fp16' },
+    /^precision 'fp16' needs a CUDA device/,
+    RangeError,
+  ],
+  [
+    'an unknown precision',
+    { modelPath: cpuModel, precision: 'fp8' as 'fp16' },
+    /^precision 'fp8' is not 'fp32', 'fp16' or 'int8'$/,
+    RangeError,
+  ],
+];
+if (!binding.build.backends.includes('tensorrt')) {
+  asyncLoadCases.push([
+    'tensorrt without TensorRT',
+    { modelPath: cpuModel, backend: 'tensorrt' },
+    /this build of the addon has no TensorRT backend/,
+    Error,
+  ]);
+}
+
+for (const [name, options, message, errorClass] of asyncLoadCases) {
+  badCalls(`Engine.load: ${name} -> rejects with ${errorClass.name}`, async () => {
+    // Errors found while loading reject the promise (the load runs on a worker thread); a build
+    // without TensorRT knows at once and throws.
+    await rejects(async () => binding.Engine.load(options), message, errorClass);
+  });
+}
+
+badCalls('new Engine() directly -> TypeError', () => {
+  const Engine = binding.Engine as unknown as new () => unknown;
+  assert.throws(() => new Engine(), /Engine cannot be constructed directly: use Engine\.load\(options\)/);
+});
+
+const f32 = (n: number) => new Float32Array(n);
+const inferCases: [string, unknown[], RegExp, new (...args: never[]) => Error][] = [
+  [
+    'no arguments',
+    [],
+    /^infer\(input\): expected a Float32Array or an array of Float32Array, got nothing$/,
+    TypeError,
+  ],
+  [
+    'a Float64Array',
+    [new Float64Array(3 * 32 * 32), [1, 3, 32, 32]],
+    /^infer\(input\): expected a Float32Array or an array of Float32Array, got Float64Array$/,
+    TypeError,
+  ],
+  ['a Buffer', [Buffer.alloc(12), [1, 3, 1, 1]], /got Uint8Array$/, TypeError],
+  [
+    'no shape',
+    [f32(3 * 32 * 32)],
+    /^infer\(shape\): expected \[n, c, h, w\] of positive integers, got undefined$/,
+    TypeError,
+  ],
+  ['a 3-d shape for a packed batch', [f32(3 * 32 * 32), [3, 32, 32]], /got 3 dimension\(s\)$/, RangeError],
+  ['a NaN size', [f32(3 * 32 * 32), [1, 3, NaN, 32]], /^infer\(shape\): .* got NaN at index 2$/, RangeError],
+  ['a fractional size', [f32(3 * 32 * 32), [1, 3, 32.5, 32]], /got 32\.5\d* at index 2$/, RangeError],
+  ['a zero batch', [f32(0), [0, 3, 32, 32]], /got 0\.0* at index 0$/, RangeError],
+  ['a string size', [f32(3 * 32 * 32), [1, 3, '32', 32]], /got a string at index 2$/, TypeError],
+  [
+    '4 channels',
+    [f32(4 * 32 * 32), [1, 4, 32, 32]],
+    /^infer\(shape\): channels must be 3, got 4$/,
+    RangeError,
+  ],
+  [
+    'a length that does not match',
+    [f32(100), [1, 3, 32, 32]],
+    /^infer\(input\): length 100 does not match shape \[1,3,32,32\] \(3072 floats\)$/,
+    RangeError,
+  ],
+  [
+    'a side over the limit',
+    [f32(3), [1, 3, 20000, 1]],
+    /^infer\(shape\): height and width must be at most 16384, got 20000x1$/,
+    RangeError,
+  ],
+  [
+    'a batch over the limit',
+    [f32(3), [2000, 3, 1, 1]],
+    /^infer\(shape\): batch size 2000 is over the limit of 1024$/,
+    RangeError,
+  ],
+  ['an empty array', [[], [3, 32, 32]], /^infer\(input\): the batch is empty$/, RangeError],
+  [
+    'an array with a non-Float32Array',
+    [
+      [f32(3 * 32 * 32), 'x'],
+      [3, 32, 32],
+    ],
+    /^infer\(input\[1\]\): expected a Float32Array, got a string$/,
+    TypeError,
+  ],
+  [
+    'an array item of the wrong length',
+    [[f32(7)], [3, 32, 32]],
+    /^infer\(input\[0\]\): length 7 does not match shape \[3,32,32\]/,
+    RangeError,
+  ],
+  [
+    'an array with a 4-d shape',
+    [[f32(3 * 32 * 32)], [1, 3, 32, 32]],
+    /^infer\(shape\): expected \[c, h, w\] of positive integers for an array of images, got 4 dimension\(s\)$/,
+    RangeError,
+  ],
+];
+
+for (const [name, args, message, errorClass] of inferCases) {
+  badCalls(`infer: ${name} -> ${errorClass.name}`, () => {
+    const infer = engine.infer as unknown as (...a: unknown[]) => unknown;
+    assert.throws(
+      () => infer.apply(engine, args),
+      (e: Error) => e instanceof errorClass && message.test(e.message),
+    );
+  });
+}
+
+badCalls('infer after dispose -> Error', async () => {
+  const other = await binding.Engine.load({ modelPath: cpuModel });
+  await other.dispose();
+  assert.is(other.disposed, true);
+  assert.throws(() => other.infer(f32(3 * 32 * 32), [1, 3, 32, 32]), /^infer\(\): the engine is disposed$/);
+  await other.dispose(); // twice is fine
+});
+
+badCalls(
+  'a TorchScript model that is not RetinaFace -> the batch rejects, the engine stays usable',
+  async () => {
+    const identity = path.join(tmp, 'identity.pt');
+    execFileSync('/usr/bin/python3', [
+      '-c',
+      'import sys, torch; torch.jit.script(torch.nn.Identity()).save(sys.argv[1])',
+      identity,
+    ]);
+    const wrong = await binding.Engine.load({ modelPath: identity });
+    await rejects(
+      wrong.infer(f32(3 * 32 * 32), [1, 3, 32, 32]),
+      /^model did not return a tuple \(loc, conf, landmarks\)$/,
+    );
+    await rejects(wrong.infer(f32(3 * 32 * 32), [1, 3, 32, 32]), /did not return a tuple/);
+    await wrong.dispose();
+  },
+);
+
+badCalls.run();
+
+const runtime = suite('addon: runtime behaviour');
+
+runtime('the event loop keeps turning during a large inference', async () => {
+  const engine = await binding.Engine.load({ modelPath: cpuModel, threads: 2 });
+  const shape: [number, number, number, number] = [4, 3, 1024, 1024];
+  const input = f32(shape.reduce((a, b) => a * b));
+  let turns = 0;
+  let done = false;
+  const spin = () => {
+    if (done) return;
+    turns++;
+    setImmediate(spin);
+  };
+  const started = performance.now();
+  setImmediate(spin);
+  await engine.infer(input, shape);
+  done = true;
+  const elapsed = performance.now() - started;
+  // A blocking call would allow at most one or two turns; here the loop ran all along.
+  assert.ok(turns > 20, `only ${turns} event-loop turns in ${elapsed.toFixed(0)} ms`);
+  await engine.dispose();
+});
+
+runtime('concurrent infer calls are safe and give the same results as one at a time', async () => {
+  const engine = await binding.Engine.load({ modelPath: cpuModel });
+  const [n, c, h, w] = reference.input.shape as [number, number, number, number];
+  const size = c * h * w;
+  const images = Array.from({ length: n }, (_, i) => reference.input.data.slice(i * size, (i + 1) * size));
+  const alone = await Promise.all(images.map((image) => engine.infer(image, [1, c, h, w])));
+  const together = await Promise.all(
+    Array.from({ length: 6 }, (_, k) => engine.infer(images[k % n]!, [1, c, h, w])),
+  );
+  together.forEach((out, k) => assert.is(maxAbsDiff(out.conf, alone[k % n]!.conf), 0));
+  await engine.dispose();
+});
+
+runtime('dispose() waits for the batches in flight, which complete normally', async () => {
+  const engine = await binding.Engine.load({ modelPath: cpuModel });
+  const pending = engine.infer(
+    reference.input.data,
+    reference.input.shape as [number, number, number, number],
+  );
+  const disposed = engine.dispose();
+  assert.is(engine.disposed, true);
+  const out = await pending;
+  assert.ok(maxAbsDiff(out.conf, reference.conf.data) <= 1e-4);
+  await disposed;
+});
+
+runtime('outputs stay valid after the engine is disposed and garbage collected', async () => {
+  const engine = await binding.Engine.load({ modelPath: cpuModel });
+  const out = await engine.infer(
+    reference.input.data,
+    reference.input.shape as [number, number, number, number],
+  );
+  await engine.dispose();
+  assert.ok(maxAbsDiff(out.loc, reference.loc.data) <= 1e-4);
+});
+
+const child = (script: string) =>
+  spawnSync(process.execPath, ['--expose-gc', '-e', script], {
+    encoding: 'utf8',
+    env: { ...process.env, FACEDET_NATIVE: path.resolve('build/Release/facedet.node') },
+    timeout: 120_000,
+  });
+
+runtime('the input stays alive on the worker thread after JS drops it (forced GC mid-inference)', () => {
+  const result = child(`
+    const b = require(process.env.FACEDET_NATIVE);
+    b.Engine.load({ modelPath: ${JSON.stringify(cpuModel)} }).then(async (e) => {
+      const expected = await e.infer(new Float32Array(3 * 512 * 512).fill(-50), [1, 3, 512, 512]);
+      const p = e.infer(new Float32Array(3 * 512 * 512).fill(-50), [1, 3, 512, 512]);
+      for (let i = 0; i < 5; i++) { global.gc(); new Float32Array(3 * 512 * 512).fill(99); }
+      const out = await p;
+      let diff = 0;
+      for (let i = 0; i < out.conf.length; i++) diff = Math.max(diff, Math.abs(out.conf[i] - expected.conf[i]));
+      process.stdout.write('diff ' + diff + String.fromCharCode(10));
+    });`);
+  assert.is(result.status, 0, result.stderr);
+  assert.match(result.stdout, /diff 0\n/, `stdout: ${result.stdout} stderr: ${result.stderr}`);
+});
+
+runtime('process.exit() while an inference runs ends the process cleanly', () => {
+  for (const stage of ['loading', 'inferring', 'disposing']) {
+    const result = child(`
+      const b = require(process.env.FACEDET_NATIVE);
+      const p = b.Engine.load({ modelPath: ${JSON.stringify(cpuModel)} });
+      if (${JSON.stringify(stage)} === 'loading') setImmediate(() => process.exit(0));
+      p.then((e) => {
+        e.infer(new Float32Array(3 * 1024 * 1024), [1, 3, 1024, 1024]);
+        if (${JSON.stringify(stage)} === 'disposing') e.dispose();
+        setTimeout(() => process.exit(0), 20);
+      });`);
+    assert.is(result.signal, null, `${stage}: killed by ${result.signal}`);
+    assert.is(result.status, 0, `${stage}: ${result.stderr}`);
+  }
+});
+
+runtime.run();
