@@ -63,7 +63,10 @@ def read_card(model_dir: str) -> dict:
 def resolve_weights(card: dict, model_dir: str, weights: str | None) -> str:
     if weights is None:
         name = (card.get('weights') or {}).get('file')
+        recorded = (card.get('weights') or {}).get('path')
         candidate = os.path.join(model_dir, name) if name else None
+        if (not candidate or not os.path.isfile(candidate)) and recorded and os.path.isfile(recorded):
+            candidate = recorded
         if not candidate or not os.path.isfile(candidate):
             raise EvalReferenceError(
                 '--weights FILE is required (the .pth checkpoint the model was exported from'

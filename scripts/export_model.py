@@ -350,6 +350,8 @@ def model_card(args, weights_sha: Optional[str], onnx_written: bool, opset: int,
         'synthetic': bool(args.synthetic_weights),
         'weights': {
             'file': None if args.synthetic_weights else os.path.basename(args.weights),
+            # Where the weights were read from: the evaluation's PyTorch reference reloads them.
+            'path': None if args.synthetic_weights else os.path.abspath(args.weights),
             'sha256': weights_sha,
         },
         'input': {

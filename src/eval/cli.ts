@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: MIT
+// `facedet eval` / `npm run eval`: WIDER FACE AP of our pipeline beside the PyTorch reference, and
+// the same metric across resize policies.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import sharp from 'sharp';
+import { FaceDetector } from '../detector';
+import { defaultModelDir, readModel } from '../model';
+import { loadGroundTruth } from './groundtruth';
+import { type EvaluateResult, detectionsFromResults, evaluate } from './run';
+import { SUBSETS } from './widerface';
+
+const packageRoot = path.resolve(__dirname, '..', '..');
+
+export interface EvalCommandOptions {
+  model?: string;
+  /** gt.json files or folders, or official layout folders. */
+  gt: string[];
+  /** maxSize of the main comparison (0 = original scale). */
+  maxSize: number;
+  /** maxSize values of the resize-policy table. */
+  sizes: number[];
+  reference: boolean;
+  weights?: string;
+  threads: number;
+  outDir: string;
+  dump?: string;
+  /** Fail when |ours - reference| exceeds this on any subset. */
+  tolerance?: number;
+  python: string;
+  log: (line: string) => void;
+}
+
+/** Evaluation settings (the reference project's): fixed so numbers are comparable. */
+export const EVAL_SETTINGS = { confidenceThreshold: 0.02, nmsIou: 0.4, topK: 5000, keepTopK: 750 };
+
+export function defaultGroundTruth(): string[] {
+  const fixtures = process.env.FACEDET_FIXTURES ?? path.resolve(packageRoot, '..', 'shared', 'fixtures');
+  return ['wider-val', 'wider-val-416']
+    .map((name) => path.join(fixtures, name, 'gt.json'))
+    .filter((file) => fs.existsSync(file));
+}
+
+function runReference(options: EvalCommandOptions, modelDir: string, gt: string, maxSize: number): string {
+  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-eval-')), 'reference.json');
+  const args = [
+    path.join(packageRoot, 'scripts', 'eval_reference.py'),
+    '--model-dir',
+    modelDir,
+    '--gt',
+    gt,
+    '--max-size',
+    String(maxSize),
+    '--threshold',
+    String(EVAL_SETTINGS.confidenceThreshold),
+    '--nms',
+    String(EVAL_SETTINGS.nmsIou),
+    '--top-k',
+    String(EVAL_SETTINGS.topK),
+    '--keep-top-k',
+    String(EVAL_SETTINGS.keepTopK),
+    '--threads',
+    String(options.threads),
+    '--out',
+    out,
+  ];
+  if (options.weights) args.push('--weights', options.weights);
+  const run = spawnSync(options.python, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  if (run.error || run.status !== 0) {
+    throw new Error(
+      `the PyTorch reference (scripts/eval_reference.py) failed: ${run.error?.message ?? run.stderr.trim()}`,
+    );
+  }
+  return out;
+}
+
+const pct = (x: number) => (x * 100).toFixed(2);
+
+/** The longest image side in a ground-truth set (read from the image headers). */
+async function longestSide(gt: string): Promise<number> {
+  let longest = 0;
+  for (const image of loadGroundTruth(gt).images) {
+    const { width = 0, height = 0 } = await sharp(image.file).metadata();
+    longest = Math.max(longest, width, height);
+  }
+  return longest;
+}
+
+export interface EvalSetReport {
+  gt: string;
+  main: EvaluateResult;
+  sizes: { maxSize: number; ap: Record<string, number> }[];
+}
+
+/** Runs the evaluation for each ground-truth set; returns the results (the caller decides on exit codes). */
+export async function runEvaluation(options: EvalCommandOptions): Promise<EvalSetReport[]> {
+  const modelDir = readModel(options.model ?? defaultModelDir()).dir;
+  if (options.gt.length === 0) {
+    throw new Error(
+      'no ground truth: pass --gt FILE (a gt.json, its folder, or the official WIDER FACE layout)',
+    );
+  }
+  const detector = await FaceDetector.create({ model: modelDir, threads: options.threads, warmup: [] });
+  const reports: EvalSetReport[] = [];
+  try {
+    const detectAt = (maxSize: number) => async (paths: string[]) =>
+      detectionsFromResults(
+        await detector.detect(paths, { ...EVAL_SETTINGS, clipBoxes: false, maxSize }),
+        paths,
+      );
+    for (const gt of options.gt) {
+      const name = path.basename(path.dirname(path.resolve(gt.endsWith('.json') ? gt : path.join(gt, 'x'))));
+      const outDir = path.join(options.outDir, name);
+      options.log(`\n## ${name} (maxSize ${options.maxSize || 'original'})\n`);
+      const main = await evaluate({
+        gt,
+        detect: detectAt(options.maxSize),
+        ...(options.reference ? { reference: runReference(options, modelDir, gt, options.maxSize) } : {}),
+        outDir,
+        ...(options.dump ? { writeTxt: true } : {}),
+        meta: { model: modelDir, maxSize: options.maxSize, ...EVAL_SETTINGS },
+        log: options.log,
+      });
+      if (options.dump) {
+        const target = path.join(options.dump, name);
+        fs.rmSync(target, { recursive: true, force: true });
+        fs.mkdirSync(path.dirname(target), { recursive: true });
+        fs.cpSync(path.join(outDir, 'widerface_txt'), target, { recursive: true });
+        options.log(`widerface_txt files: ${target}`);
+      }
+      const sizes: EvalSetReport['sizes'] = [];
+      const longest = await longestSide(gt);
+      // A maxSize at or above every image's longer side changes nothing: that is the original scale.
+      const effective = (maxSize: number) => (maxSize === 0 || maxSize >= longest ? 0 : maxSize);
+      for (const maxSize of options.sizes) {
+        const result =
+          effective(maxSize) === effective(options.maxSize)
+            ? main
+            : await evaluate({ gt, detect: detectAt(maxSize), log: null });
+        sizes.push({ maxSize, ap: Object.fromEntries(SUBSETS.map((s) => [s, result.ours[s].ap])) });
+      }
+      if (sizes.length > 0) {
+        options.log(`\n### ${name}: AP by resize policy (ours)\n`);
+        options.log('| maxSize | easy | medium | hard |');
+        options.log('|---|---|---|---|');
+        for (const row of sizes) {
+          options.log(
+            `| ${row.maxSize || 'original'} | ${pct(row.ap.easy!)} | ${pct(row.ap.medium!)} | ${pct(row.ap.hard!)} |`,
+          );
+        }
+      }
+      options.log(`\nPlot and results: ${outDir}`);
+      reports.push({ gt, main, sizes });
+    }
+  } finally {
+    await detector.dispose();
+  }
+  if (options.tolerance !== undefined) {
+    for (const report of reports) {
+      for (const subset of SUBSETS) {
+        const diff = report.main.difference?.[subset];
+        if (diff !== undefined && Math.abs(diff) > options.tolerance) {
+          throw new Error(
+            `${report.gt}: ${subset} AP differs from the PyTorch reference by ${diff.toFixed(5)} (tolerance ${options.tolerance})`,
+          );
+        }
+      }
+    }
+  }
+  return reports;
+}

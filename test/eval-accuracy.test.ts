@@ -1,0 +1,43 @@
+// Issue 4's acceptance in CI: our pipeline's WIDER FACE AP equals the PyTorch reference's on both
+// fixture sets (within 0.005 on every subset), through the same command users run (facedet eval).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { runEvaluation } from '../src/eval/cli';
+import { SUBSETS } from '../src/eval/widerface';
+import { pythonInterpreter } from '../src/cli';
+import { FIXTURES, MOBILENET_DIR, requireModel } from './helpers/model';
+
+test('AP of our pipeline equals the PyTorch reference on wider-val and wider-val-416 (±0.005)', async () => {
+  const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-eval-'));
+  const lines: string[] = [];
+  const reports = await runEvaluation({
+    model: requireModel(MOBILENET_DIR),
+    gt: ['wider-val', 'wider-val-416'].map((name) => path.join(FIXTURES, name, 'gt.json')),
+    maxSize: 0,
+    sizes: [],
+    reference: true,
+    threads: 2,
+    outDir,
+    python: pythonInterpreter(),
+    log: (line) => lines.push(line),
+  });
+  assert.is(reports.length, 2);
+  for (const report of reports) {
+    assert.ok(report.main.reference, 'reference evaluated');
+    for (const subset of SUBSETS) {
+      const diff = report.main.difference![subset];
+      assert.ok(Math.abs(diff) <= 0.005, `${report.gt} ${subset}: ours - reference = ${diff}`);
+      assert.ok(
+        report.main.ours[subset].ap > 0.2,
+        `${report.gt} ${subset}: AP ${report.main.ours[subset].ap}`,
+      );
+    }
+    assert.ok(report.main.files.some((f) => f.endsWith('pr-curves.png')));
+  }
+  assert.match(lines.join('\n'), /SUBSET/);
+});
+
+test.run();
