@@ -7,6 +7,8 @@ import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { FaceDetector } from './detector';
 import { FacedetError } from './errors';
+import { ConfigError, configFlags, configHelp, loadConfig } from './server/config';
+import { defaultGroundTruth, runEvaluation } from './eval/cli';
 
 const packageRoot = path.resolve(__dirname, '..');
 
@@ -124,7 +126,97 @@ const detectCommand: Command = {
   },
 };
 
-export const commands: Record<string, Command> = { export: exportCommand, detect: detectCommand };
+function listFlag(values: Values, name: string): number[] | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  return String(raw)
+    .split(',')
+    .map((part) => numberFlag({ [name]: part.trim() }, name)!);
+}
+
+const evalCommand: Command = {
+  summary: 'WIDER FACE AP of the pipeline beside the PyTorch reference (npm run eval)',
+  usage:
+    'facedet eval [--model DIR] [--gt FILE|DIR]... [--max-size N] [--sizes 0,1080,640] [--no-reference]\n' +
+    '             [--weights FILE] [--threads N] [--out DIR] [--dump DIR] [--tolerance T]',
+  options: {
+    model: { type: 'string' },
+    gt: { type: 'string', multiple: true },
+    'max-size': { type: 'string' },
+    sizes: { type: 'string' },
+    'no-reference': { type: 'boolean' },
+    weights: { type: 'string' },
+    threads: { type: 'string' },
+    out: { type: 'string' },
+    dump: { type: 'string' },
+    tolerance: { type: 'string' },
+  },
+  async run(values) {
+    const tolerance = numberFlag(values, 'tolerance', false);
+    await runEvaluation({
+      ...(values.model ? { model: String(values.model) } : {}),
+      gt: (values.gt as string[] | undefined) ?? defaultGroundTruth(),
+      maxSize: numberFlag(values, 'max-size') ?? 0,
+      sizes: listFlag(values, 'sizes') ?? [0, 1080, 640],
+      reference: !values['no-reference'],
+      ...(values.weights ? { weights: String(values.weights) } : {}),
+      threads: numberFlag(values, 'threads') ?? 2,
+      outDir: String(values.out ?? path.join(packageRoot, 'eval-results')),
+      ...(values.dump ? { dump: String(values.dump) } : {}),
+      ...(tolerance !== undefined ? { tolerance } : {}),
+      python: pythonInterpreter(),
+      log: (line) => process.stdout.write(line + '\n'),
+    });
+    return 0;
+  },
+};
+
+const serveCommand: Command = {
+  summary: 'run the REST server (settings: flags or FACEDET_* variables)',
+  usage: `facedet serve [options]   (flags win over FACEDET_* variables)\n${configHelp()}`,
+  options: configFlags(),
+  async run(values) {
+    let config;
+    try {
+      config = loadConfig(process.env, values);
+    } catch (error) {
+      if (error instanceof ConfigError) throw new UsageError(error.message);
+      throw error;
+    }
+    // Loaded here so that the other commands do not load Koa.
+    const { startServer } = await import('./server/server.js');
+    const running = await startServer({ config });
+    return new Promise<number>((resolve) => {
+      let code = 0;
+      const stop = (reason: string) => {
+        process.off('SIGTERM', onTerm);
+        process.off('SIGINT', onInt);
+        running.shutdown(reason).then(
+          () => resolve(code),
+          (error: unknown) => {
+            running.logger.error({ err: error }, 'shutdown failed');
+            resolve(1);
+          },
+        );
+      };
+      const onTerm = () => stop('SIGTERM');
+      const onInt = () => stop('SIGINT');
+      process.once('SIGTERM', onTerm);
+      process.once('SIGINT', onInt);
+      running.ready.catch(() => {
+        code = 1;
+        stop('the model failed to load');
+      });
+    });
+  },
+};
+
+export const commands: Record<string, Command> = {
+  export: exportCommand,
+  detect: detectCommand,
+  eval: evalCommand,
+  serve: serveCommand,
+};
 
 function help(): string {
   const lines = ['Usage: facedet <command> [options]', '', 'Commands:'];
