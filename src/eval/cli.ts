@@ -8,6 +8,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { FaceDetector } from '../detector';
 import { defaultModelDir, readModel } from '../model';
+import { replaceReadmeSection } from '../readme';
 import { loadGroundTruth } from './groundtruth';
 import { type EvaluateResult, detectionsFromResults, evaluate } from './run';
 import { SUBSETS } from './widerface';
@@ -31,7 +32,21 @@ export interface EvalCommandOptions {
   tolerance?: number;
   python: string;
   log: (line: string) => void;
+  /** Write the accuracy section of this README (and its plots under docs/). */
+  readme?: string;
 }
+
+/** Published full-set WIDER FACE val AP (biubug6/Pytorch_Retinaface README, single scale), per backbone. */
+export const PUBLISHED_AP: Record<string, { scale: string; easy: number; medium: number; hard: number }[]> = {
+  'mobilenet0.25': [
+    { scale: 'original image scale', easy: 90.7, medium: 88.16, hard: 73.82 },
+    { scale: 'resized like the MXNet original', easy: 88.67, medium: 87.09, hard: 80.99 },
+  ],
+  resnet50: [
+    { scale: 'original image scale', easy: 95.48, medium: 94.04, hard: 84.43 },
+    { scale: 'resized like the MXNet original', easy: 94.82, medium: 93.84, hard: 89.6 },
+  ],
+};
 
 /** Evaluation settings (the reference project's): fixed so numbers are comparable. */
 export const EVAL_SETTINGS = { confidenceThreshold: 0.02, nmsIou: 0.4, topK: 5000, keepTopK: 750 };
@@ -157,6 +172,7 @@ export async function runEvaluation(options: EvalCommandOptions): Promise<EvalSe
   } finally {
     await detector.dispose();
   }
+  if (options.readme) writeReadmeSection(options, modelDir, reports);
   if (options.tolerance !== undefined) {
     for (const report of reports) {
       for (const subset of SUBSETS) {
@@ -170,4 +186,71 @@ export async function runEvaluation(options: EvalCommandOptions): Promise<EvalSe
     }
   }
   return reports;
+}
+
+function writeReadmeSection(options: EvalCommandOptions, modelDir: string, reports: EvalSetReport[]): void {
+  const card = readModel(modelDir).card;
+  const docs = path.join(path.dirname(path.resolve(options.readme!)), 'docs');
+  fs.mkdirSync(docs, { recursive: true });
+  const lines = [
+    `Measured with \`npm run eval\` (WIDER FACE protocol, our own implementation: scores normalised over the set,`,
+    'IoU ≥ 0.5 with pixel-inclusive areas, "ignore" faces neither true nor false positives, 1000 thresholds, VOC-style',
+    `AP) on ${card.name} (${card.synthetic ? 'SYNTHETIC weights' : `weights sha256 ${card.weights.sha256?.slice(0, 12)}…`}), score threshold`,
+    '0.02, NMS IoU 0.4, top-k 5000 / keep 750. "Reference" is the plain PyTorch + NumPy pipeline of',
+    '`scripts/eval_reference.py` on the same images and settings. **These are fixture SUBSETS, not the full',
+    'validation set** (3,226 images): compare the two columns, not these numbers with published ones.',
+    '',
+  ];
+  for (const report of reports) {
+    const name = path.basename(path.dirname(path.resolve(report.gt)));
+    const { main } = report;
+    lines.push(
+      `**${name}** — ${main.groundTruth.images} images, ${main.groundTruth.faces.hard} faces (hard), maxSize ${options.maxSize || 'original'}:`,
+      '',
+      '| subset | ours | PyTorch reference | ours − reference (points) |',
+      '|---|---:|---:|---:|',
+    );
+    for (const subset of SUBSETS) {
+      const ours = main.ours[subset].ap;
+      const ref = main.reference?.[subset].ap;
+      lines.push(
+        `| ${subset} | ${pct(ours)} | ${ref === undefined ? '–' : pct(ref)} | ${ref === undefined ? '–' : ((ours - ref) * 100).toFixed(4)} |`,
+      );
+    }
+    const distinct = new Set(report.sizes.map((row) => JSON.stringify(row.ap))).size;
+    if (distinct > 1) {
+      lines.push(
+        '',
+        `Resize policy (ours, ${name}): AP by \`maxSize\``,
+        '',
+        '| maxSize | easy | medium | hard |',
+        '|---|---:|---:|---:|',
+      );
+      for (const row of report.sizes) {
+        lines.push(
+          `| ${row.maxSize || 'original'} | ${pct(row.ap.easy!)} | ${pct(row.ap.medium!)} | ${pct(row.ap.hard!)} |`,
+        );
+      }
+    }
+    const plot = main.files.find((f) => f.endsWith('.png'));
+    if (plot) {
+      fs.copyFileSync(plot, path.join(docs, `accuracy-${name}.png`));
+      lines.push('', `![precision/recall on ${name}](docs/accuracy-${name}.png)`);
+    }
+    lines.push('');
+  }
+  const published = PUBLISHED_AP[card.backbone];
+  if (published) {
+    lines.push(
+      `Published full-set numbers for the same ${card.backbone} weights (biubug6 README, WIDER FACE val, single scale):`,
+      '',
+      '| test scale | easy | medium | hard |',
+      '|---|---:|---:|---:|',
+      ...published.map(
+        (p) => `| ${p.scale} | ${p.easy.toFixed(2)} | ${p.medium.toFixed(2)} | ${p.hard.toFixed(2)} |`,
+      ),
+    );
+  }
+  replaceReadmeSection(options.readme!, 'accuracy', lines.join('\n'));
+  options.log(`README accuracy section written to ${options.readme}`);
 }
