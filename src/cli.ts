@@ -138,7 +138,7 @@ const evalCommand: Command = {
   summary: 'WIDER FACE AP of the pipeline beside the PyTorch reference (npm run eval)',
   usage:
     'facedet eval [--model DIR] [--gt FILE|DIR]... [--max-size N] [--sizes 0,1080,640] [--no-reference]\n' +
-    '             [--weights FILE] [--threads N] [--out DIR] [--dump DIR] [--tolerance T]',
+    '             [--weights FILE] [--threads N] [--out DIR] [--dump DIR] [--tolerance T] [--readme FILE]',
   options: {
     model: { type: 'string' },
     gt: { type: 'string', multiple: true },
@@ -150,6 +150,7 @@ const evalCommand: Command = {
     out: { type: 'string' },
     dump: { type: 'string' },
     tolerance: { type: 'string' },
+    readme: { type: 'string' },
   },
   async run(values) {
     const tolerance = numberFlag(values, 'tolerance', false);
@@ -164,6 +165,7 @@ const evalCommand: Command = {
       outDir: String(values.out ?? path.join(packageRoot, 'eval-results')),
       ...(values.dump ? { dump: String(values.dump) } : {}),
       ...(tolerance !== undefined ? { tolerance } : {}),
+      ...(values.readme ? { readme: String(values.readme) } : {}),
       python: pythonInterpreter(),
       log: (line) => process.stdout.write(line + '\n'),
     });
