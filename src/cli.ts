@@ -9,6 +9,7 @@ import { FaceDetector } from './detector';
 import { FacedetError } from './errors';
 import { ConfigError, configFlags, configHelp, loadConfig } from './server/config';
 import { defaultGroundTruth, runEvaluation } from './eval/cli';
+import { BenchUsageError, benchMain, benchOptions, benchUsage } from './bench/cli';
 
 const packageRoot = path.resolve(__dirname, '..');
 
@@ -213,11 +214,26 @@ const serveCommand: Command = {
   },
 };
 
+const benchCommand: Command = {
+  summary: 'CPU benchmark: engine and whole path per image vs PyTorch and onnxruntime-node (npm run bench)',
+  usage: benchUsage,
+  options: benchOptions,
+  async run(values) {
+    try {
+      return await benchMain(values, pythonInterpreter());
+    } catch (error) {
+      if (error instanceof BenchUsageError) throw new UsageError(error.message);
+      throw error;
+    }
+  },
+};
+
 export const commands: Record<string, Command> = {
   export: exportCommand,
   detect: detectCommand,
   eval: evalCommand,
   serve: serveCommand,
+  bench: benchCommand,
 };
 
 function help(): string {

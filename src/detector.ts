@@ -3,6 +3,7 @@
 import os from 'node:os';
 import { Batcher } from './batcher';
 import { type EngineInfo, type InferenceEngine, NativeInferenceEngine } from './engine';
+import { OnnxRuntimeEngine } from './engines/onnxruntime';
 import { FacedetError, OverloadedError, invalidParameterError } from './errors';
 import { type ModelCard, type ModelSource, defaultModelDir, modelFile, readModel } from './model';
 import { AnchorCache, type AnchorConfig, type Face, decodeFaces, toFaces } from './postprocess';
@@ -15,8 +16,11 @@ export interface FaceDetectorOptions {
   device?: string;
   /** 'fp32' (default), 'fp16' (CUDA) or 'int8' (CPU, a model exported with --int8). */
   precision?: 'fp32' | 'fp16' | 'int8';
-  /** 'torch' (default) or 'tensorrt' (when the addon was built with TensorRT). */
-  backend?: 'torch' | 'tensorrt';
+  /**
+   * 'torch' (default: the LibTorch addon), 'tensorrt' (when the addon was built with TensorRT) or
+   * 'onnxruntime' (CPU, fp32: model.onnx through the optional onnxruntime-node package, on a worker thread).
+   */
+  backend?: 'torch' | 'tensorrt' | 'onnxruntime';
   /** LibTorch intra-op threads; default: the number of CPUs available. Process-wide in LibTorch. */
   threads?: number;
   /** Default resize policy for detect(): longer side at most this, never upscaled, 0 = original size. */
@@ -33,7 +37,7 @@ export interface FaceDetectorOptions {
   maxConcurrentBatches?: number;
   /** Images decoded at once. */
   decodeConcurrency?: number;
-  /** Batch height and width are rounded up to a multiple of this (shape buckets). */
+  /** Batch height and width are rounded up to a multiple of this (shape buckets): default 32, on CUDA 128. */
   padMultiple?: number;
   /** Input sizes [height, width] run once at start-up so the first requests are not slow; [] for none. */
   warmup?: [number, number][];
@@ -106,6 +110,11 @@ const DEFAULTS = {
   maxQueueSize: 256,
   maxConcurrentBatches: 1,
   padMultiple: 32,
+  // On CUDA, H and W are padded to a multiple of 128: each distinct batch shape costs the GPU cached
+  // memory (LibTorch's allocator, cuDNN plans) and a slow first run, so fewer, coarser shape buckets keep
+  // memory bounded and warm-ups few (up to 1152 px: 9 sizes per side instead of 34), for at most 127 px
+  // of padding per side (a 1080 x 720 image: 1152 x 768, about 10 % more pixels than 1088 x 736).
+  padMultipleCuda: 128,
 };
 
 function checkInteger(name: string, value: unknown, min: number, max: number): void {
@@ -139,7 +148,15 @@ function validateDetectorOptions(o: FaceDetectorOptions): void {
     throw invalidParameterError('device', "'cpu', 'cuda' or 'cuda:N'", o.device);
   }
   checkOneOf('precision', o.precision, ['fp32', 'fp16', 'int8']);
-  checkOneOf('backend', o.backend, ['torch', 'tensorrt']);
+  checkOneOf('backend', o.backend, ['torch', 'tensorrt', 'onnxruntime']);
+  if (o.backend === 'onnxruntime') {
+    if (o.device !== undefined && o.device !== 'cpu') {
+      throw invalidParameterError("device (backend 'onnxruntime' runs on the CPU)", "'cpu'", o.device);
+    }
+    if (o.precision !== undefined && o.precision !== 'fp32') {
+      throw invalidParameterError("precision (backend 'onnxruntime')", "'fp32'", o.precision);
+    }
+  }
   checkInteger('threads', o.threads, 1, 1024);
   checkInteger('maxSize', o.maxSize, 0, 16384);
   checkInteger('maxPixels', o.maxPixels, 1, 2 ** 40);
@@ -254,20 +271,30 @@ export class FaceDetector {
       maxQueueSize: options.maxQueueSize ?? DEFAULTS.maxQueueSize,
       maxConcurrentBatches: options.maxConcurrentBatches ?? DEFAULTS.maxConcurrentBatches,
       decodeConcurrency: options.decodeConcurrency ?? Math.max(2, os.availableParallelism()),
-      padMultiple: options.padMultiple ?? model.card.input.pad_multiple ?? DEFAULTS.padMultiple,
+      padMultiple:
+        options.padMultiple ??
+        (cpu ? (model.card.input.pad_multiple ?? DEFAULTS.padMultiple) : DEFAULTS.padMultipleCuda),
     };
-    const engine = await NativeInferenceEngine.load({
-      modelPath: modelFile(model, resolved.backend, device, resolved.precision),
-      backend: resolved.backend,
-      device,
-      precision: resolved.precision,
-      threads: resolved.threads,
-      maxBatch: resolved.maxBatchSize,
-      maxSize: Math.max(32, resolved.maxSize || 2048),
-      ...(options.cacheDir ? { cacheDir: options.cacheDir } : {}),
-    });
+    const modelPath = modelFile(model, resolved.backend, device, resolved.precision);
+    const backend = resolved.backend;
+    const engine: InferenceEngine =
+      backend === 'onnxruntime'
+        ? await OnnxRuntimeEngine.load({ modelPath, threads: resolved.threads })
+        : await NativeInferenceEngine.load({
+            modelPath,
+            backend,
+            device,
+            precision: resolved.precision,
+            threads: resolved.threads,
+            maxBatch: resolved.maxBatchSize,
+            // A padded batch can exceed maxSize by up to one pad multiple: TensorRT's profile covers it.
+            maxSize:
+              Math.ceil(Math.max(32, resolved.maxSize || 2048) / resolved.padMultiple) * resolved.padMultiple,
+            ...(options.cacheDir ? { cacheDir: options.cacheDir } : {}),
+          });
     const detector = new FaceDetector(engine, model, resolved, options.onBatch);
-    const side = Math.ceil(Math.max(32, Math.min(resolved.maxSize || 640, 1088)) / 32) * 32;
+    const bucket = cpu ? 32 : resolved.padMultiple;
+    const side = Math.ceil(Math.max(32, Math.min(resolved.maxSize || 640, 1088)) / bucket) * bucket;
     await detector.warmup(options.warmup ?? [[side, side]]);
     return detector;
   }
@@ -360,7 +387,8 @@ export class FaceDetector {
       padMultiple: this.options.padMultiple,
     });
     const t1 = performance.now();
-    const outputs = await this.engine.infer(tensor, shape);
+    // The tensor is this batch's own: an engine on another thread may take it without a copy.
+    const outputs = await this.engine.infer(tensor, shape, { transfer: true });
     const t2 = performance.now();
     const anchors = this.anchors.get(shape[2], shape[3]);
     const results = jobs.map(({ image, options }, index) => {

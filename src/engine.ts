@@ -16,9 +16,18 @@ export interface EngineInfo {
   version: string;
 }
 
+export interface InferOptions {
+  /**
+   * The caller hands the input's memory over and will not use the array again: an engine that runs
+   * on another thread (ONNX Runtime) may then transfer it instead of copying (the array is detached,
+   * length 0, once `infer` returns). Engines that read the memory in place (the native addon) ignore it.
+   */
+  transfer?: boolean;
+}
+
 export interface InferenceEngine {
   /** Runs one packed NCHW batch; the array must not change until the promise settles. */
-  infer(input: Float32Array, shape: Shape4): Promise<RawOutputs>;
+  infer(input: Float32Array, shape: Shape4, options?: InferOptions): Promise<RawOutputs>;
   dispose(): Promise<void>;
   info(): EngineInfo;
 }
@@ -69,7 +78,7 @@ export class NativeInferenceEngine implements InferenceEngine {
     }
   }
 
-  async infer(input: Float32Array, shape: Shape4): Promise<RawOutputs> {
+  async infer(input: Float32Array, shape: Shape4, _options?: InferOptions): Promise<RawOutputs> {
     const callSite = new Error();
     if (this.native.disposed)
       throw withCallSite(new FacedetError('engine_disposed', 'the engine is disposed'), callSite);

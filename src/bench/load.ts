@@ -1,0 +1,356 @@
+// SPDX-License-Identifier: MIT
+// `npm run bench:load`: starts `facedet serve` on 127.0.0.1 (a free port), loads it with autocannon
+// (a dev dependency) at several concurrencies with a 1920x1080 JPEG on POST /detect_faces_from_files/,
+// and reports requests/s, p50/p99 latency and the server's per-stage times (from its /metrics, as the
+// difference of the histograms' sums and counts before and after each run). The engine alone is timed
+// first, on the same image at the same network input size, with the server not yet running.
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { parseArgs } from 'node:util';
+import { NativeInferenceEngine } from '../engine';
+import { OnnxRuntimeEngine } from '../engines/onnxruntime';
+import { defaultModelDir, modelFile, readModel } from '../model';
+import { decodeImage, packBatch } from '../preprocess';
+import { benchImage, defaultSourceImage } from './images';
+import { load1, machineFacts } from './machine';
+import { fmtMs, summarize } from './stats';
+
+export interface LoadOptions {
+  model: string;
+  backend: 'torch' | 'onnxruntime';
+  threads: number;
+  concurrency: number[];
+  durationS: number;
+  warmupS: number;
+  maxSize: number;
+  image?: string;
+  log: (line: string) => void;
+}
+
+/** Stages the server times in facedet_stage_duration_seconds, in request order. */
+const STAGES = ['body_parse', 'detect', 'queue_wait', 'pack', 'infer', 'postprocess', 'serialize'] as const;
+
+type Sums = Map<string, { sum: number; count: number }>;
+
+/** Sums and counts of the server's histograms, keyed `metric{labels}`. */
+export function parseHistograms(text: string): Sums {
+  const out: Sums = new Map();
+  const re = /^(facedet_[a-z_]+)_(sum|count)(\{[^}]*\})? ([0-9.eE+-]+|NaN)$/gm;
+  for (const m of text.matchAll(re)) {
+    const key = `${m[1]}${m[3] ?? ''}`;
+    const entry = out.get(key) ?? { sum: 0, count: 0 };
+    entry[m[2] as 'sum' | 'count'] = Number(m[4]);
+    out.set(key, entry);
+  }
+  return out;
+}
+
+/** Mean milliseconds of a histogram between two scrapes (seconds in the histogram). */
+function meanMs(before: Sums, after: Sums, key: string): number | undefined {
+  const a = after.get(key);
+  if (!a) return undefined;
+  const b = before.get(key) ?? { sum: 0, count: 0 };
+  const n = a.count - b.count;
+  return n > 0 ? ((a.sum - b.sum) / n) * 1000 : undefined;
+}
+
+function meanOf(before: Sums, after: Sums, key: string): number | undefined {
+  const a = after.get(key);
+  if (!a) return undefined;
+  const b = before.get(key) ?? { sum: 0, count: 0 };
+  const n = a.count - b.count;
+  return n > 0 ? (a.sum - b.sum) / n : undefined;
+}
+
+interface Server {
+  url: string;
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+async function startServer(options: LoadOptions): Promise<Server> {
+  const ext = path.extname(__filename);
+  const cli = path.join(__dirname, '..', `cli${ext}`);
+  const args = [
+    ...process.execArgv,
+    cli,
+    'serve',
+    '--host',
+    '127.0.0.1',
+    '--port',
+    '0',
+    '--model',
+    options.model,
+    '--threads',
+    String(options.threads),
+    '--max-size',
+    String(options.maxSize),
+    '--rate-limit',
+    '0',
+  ];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the server did not start: ${stderr}`)), 60_000);
+    readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+      const match = /"url":"(http:\/\/[^"]+)"/.exec(line);
+      if (match && /listening/.test(line)) {
+        clearTimeout(timer);
+        resolve(match[1]!);
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`the server exited (code ${code}): ${stderr}`)));
+  });
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const res = await fetch(`${url}/ready`).catch(() => undefined);
+    if (res?.ok) break;
+    if (Date.now() > deadline) throw new Error(`the server did not become ready: ${stderr}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  return {
+    url,
+    child,
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+async function scrape(url: string): Promise<Sums> {
+  const res = await fetch(`${url}/metrics`);
+  return parseHistograms(await res.text());
+}
+
+/** Engine-only time for the request's image, at the server's network input size. */
+async function engineOnly(
+  options: LoadOptions,
+  jpeg: Buffer,
+): Promise<{ ms: ReturnType<typeof summarize>; shape: number[] }> {
+  const model = readModel(options.model);
+  const image = await decodeImage(jpeg, { maxSize: options.maxSize, maxPixels: 2 ** 40 });
+  const { tensor, shape } = packBatch([image], {
+    mean: model.card.input.mean,
+    padMultiple: model.card.input.pad_multiple ?? 32,
+  });
+  const modelPath = modelFile(model, options.backend, 'cpu', 'fp32');
+  const engine =
+    options.backend === 'onnxruntime'
+      ? await OnnxRuntimeEngine.load({ modelPath, threads: options.threads })
+      : await NativeInferenceEngine.load({
+          modelPath,
+          backend: 'torch',
+          device: 'cpu',
+          precision: 'fp32',
+          threads: options.threads,
+        });
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < 12; i++) {
+      const input = tensor.slice();
+      const t0 = performance.now();
+      await engine.infer(input, shape, { transfer: true });
+      if (i >= 2) times.push(performance.now() - t0);
+    }
+  } finally {
+    await engine.dispose();
+  }
+  return { ms: summarize(times), shape };
+}
+
+export interface LoadRow {
+  concurrency: number;
+  requests: number;
+  requestsPerSecond: number;
+  latencyMs: { p50: number; p90: number; p99: number; mean: number; max: number };
+  errors: number;
+  non2xx: number;
+  /** Mean milliseconds per request (per image) of each server stage; decode is derived. */
+  stagesMs: Record<string, number | undefined>;
+  meanBatchSize: number | undefined;
+  load: [number, number];
+}
+
+export async function runLoad(options: LoadOptions) {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a dev dependency, loaded on use
+  const autocannon = require('autocannon') as typeof import('autocannon');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-load-'));
+  const image = await benchImage(options.image ?? defaultSourceImage(), 1920, 1080);
+  const file = path.join(tmp, 'photo-1080p.jpg');
+  fs.writeFileSync(file, image.jpeg);
+  options.log(`engine alone on the 1920x1080 image (max size ${options.maxSize}) ...`);
+  const engine = await engineOnly(options, image.jpeg);
+  options.log(
+    `engine: ${engine.ms.median.toFixed(1)} ms at ${engine.shape.join('x')}; starting the server ...`,
+  );
+  const server = await startServer(options);
+  const rows: LoadRow[] = [];
+  try {
+    const run = (connections: number, duration: number) =>
+      autocannon({
+        url: `${server.url}/detect_faces_from_files/`,
+        method: 'POST',
+        connections,
+        duration,
+        form: { files: { type: 'file', path: file } },
+      });
+    options.log(`warm-up ${options.warmupS} s ...`);
+    await run(1, options.warmupS);
+    for (const c of options.concurrency) {
+      options.log(`concurrency ${c}, ${options.durationS} s ...`);
+      const load0 = load1();
+      const before = await scrape(server.url);
+      const result = await run(c, options.durationS);
+      const after = await scrape(server.url);
+      const stage = (name: string) =>
+        meanMs(before, after, `facedet_stage_duration_seconds{stage="${name}"}`);
+      const stagesMs: Record<string, number | undefined> = {};
+      for (const name of STAGES) stagesMs[name] = stage(name);
+      // The server times decode + queue + inference + postprocess together ("detect", per request of
+      // one image); decode is what remains of it.
+      const inner = ['queue_wait', 'pack', 'infer', 'postprocess'].map((s) => stagesMs[s] ?? 0);
+      if (stagesMs.detect !== undefined)
+        stagesMs.decode_derived = stagesMs.detect - inner.reduce((a, b) => a + b, 0);
+      rows.push({
+        concurrency: c,
+        requests: result.requests.total,
+        requestsPerSecond: Math.round((result.requests.total / result.duration) * 100) / 100,
+        latencyMs: {
+          p50: result.latency.p50,
+          p90: result.latency.p90,
+          p99: result.latency.p99,
+          mean: result.latency.mean,
+          max: result.latency.max,
+        },
+        errors: result.errors + result.timeouts,
+        non2xx: result.non2xx,
+        stagesMs,
+        meanBatchSize: meanOf(before, after, 'facedet_batch_size'),
+        load: [load0, load1()],
+      });
+    }
+  } finally {
+    await server.stop();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+  return {
+    tool: 'facedet bench:load',
+    date: new Date().toISOString(),
+    machine: machineFacts({ libtorch: null, onnxruntime: null, python: null }),
+    settings: {
+      model: options.model,
+      backend: options.backend,
+      threads: options.threads,
+      maxSize: options.maxSize,
+      durationS: options.durationS,
+      image: `${image.source}, 1920x1080 JPEG q90, ${image.jpeg.length} bytes, POST /detect_faces_from_files/`,
+    },
+    engineOnly: engine,
+    rows,
+  };
+}
+
+export function loadMarkdown(report: Awaited<ReturnType<typeof runLoad>>): string {
+  const m = report.machine;
+  const s = report.settings;
+  const lines = [
+    `## facedet serve under load — ${report.date.slice(0, 16).replace('T', ' ')} UTC`,
+    '',
+    `**Machine:** ${m.cpu} (${m.cpus} CPUs), Node ${m.node}. **Server:** ${path.basename(s.model)}, backend ${s.backend}, ` +
+      `${s.threads} threads, max size ${s.maxSize}, rate limit off, 127.0.0.1. **Image:** ${s.image}. ${s.durationS} s per row.`,
+    '',
+    `Engine alone on that image (${report.engineOnly.shape.join('×')}): ${fmtMs(report.engineOnly.ms.median)} ms ` +
+      `[${fmtMs(report.engineOnly.ms.min)}–${fmtMs(report.engineOnly.ms.max)}].`,
+    '',
+    '| concurrency | req/s | p50 ms | p99 ms | p50 ÷ engine | errors | ' +
+      'body parse | decode* | queue wait | pack | infer | postprocess | JSON | images/batch | load |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+  ];
+  const ms = (v: number | undefined) => (v === undefined ? '–' : fmtMs(v));
+  for (const r of report.rows) {
+    const st = r.stagesMs;
+    lines.push(
+      `| ${r.concurrency} | ${r.requestsPerSecond.toFixed(1)} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ` +
+        `${(r.latencyMs.p50 / report.engineOnly.ms.median).toFixed(2)}× | ${r.errors + r.non2xx} | ` +
+        `${ms(st.body_parse)} | ${ms(st.decode_derived)} | ${ms(st.queue_wait)} | ${ms(st.pack)} | ${ms(st.infer)} | ` +
+        `${ms(st.postprocess)} | ${ms(st.serialize)} | ${r.meanBatchSize?.toFixed(2) ?? '–'} | ${r.load[0]}→${r.load[1]} |`,
+    );
+  }
+  lines.push(
+    '',
+    "Stage columns: mean ms per request (one image each) from the server's facedet_stage_duration_seconds; " +
+      'pack and infer and postprocess are per batch. *decode = the server\'s "detect" stage (decode + queue + ' +
+      'pack + infer + postprocess) minus the other four: the server has no decode stage of its own.',
+  );
+  return lines.join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      backend: { type: 'string' },
+      threads: { type: 'string' },
+      concurrency: { type: 'string' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      'max-size': { type: 'string' },
+      image: { type: 'string' },
+      json: { type: 'boolean' },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(
+      'Usage: npm run bench:load -- [--model DIR] [--threads N] [--concurrency 1,4,8] [--duration S]\n' +
+        '                            [--warmup S] [--max-size N] [--image FILE] [--json] [--out FILE]\n',
+    );
+    return 0;
+  }
+  const backend = (values.backend ?? 'torch') as LoadOptions['backend'];
+  if (backend !== 'torch' && backend !== 'onnxruntime')
+    throw new Error(`--backend: unknown backend '${backend}'`);
+  const options: LoadOptions = {
+    model: path.resolve(values.model ?? defaultModelDir()),
+    backend,
+    threads: Number(values.threads ?? os.availableParallelism()),
+    concurrency: (values.concurrency ?? '1,4,8').split(',').map(Number),
+    durationS: Number(values.duration ?? 15),
+    warmupS: Number(values.warmup ?? 3),
+    maxSize: Number(values['max-size'] ?? 1080),
+    ...(values.image ? { image: values.image } : {}),
+    log: (line) => process.stderr.write(`[bench:load] ${line}\n`),
+  };
+  if (backend !== 'torch') {
+    throw new Error(
+      "the server has no backend setting yet: it always runs the 'torch' backend (the engine-only line would not match)",
+    );
+  }
+  const report = await runLoad(options);
+  const stamp = report.date.replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  const file = values.out ?? path.join(process.cwd(), 'bench-results', `load-${stamp}.json`);
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  fs.writeFileSync(file, JSON.stringify(report, null, 1) + '\n');
+  if (values.json) process.stdout.write(JSON.stringify(report, null, 1) + '\n');
+  else process.stdout.write(loadMarkdown(report) + `\n\nJSON: ${path.relative(process.cwd(), file)}\n`);
+  return 0;
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => (process.exitCode = code),
+    (error: unknown) => {
+      process.stderr.write(`bench:load: ${(error as Error).stack ?? String(error)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: MIT
+// The benchmark report as markdown: machine facts, then the engine-only, whole-path and batching tables.
+import { type BenchReport, type Cell, IMPL_LABELS, type Impl, type Measure, modelLabel } from './run';
+import { fmtMs, fmtRatio } from './stats';
+
+function machineLine(r: BenchReport): string {
+  const m = r.machine;
+  const py = m.python as Record<string, string> | null;
+  const cores = m.physicalCores ? `${m.cpus} CPUs, ${m.physicalCores} physical cores` : `${m.cpus} CPUs`;
+  return [
+    `**Machine:** ${m.cpu} (${cores}${m.simd.length ? `, ${m.simd.join('/')}` : ''}), ${m.memoryGiB} GiB, ${m.os}.`,
+    `**Runtimes:** Node ${m.node}; LibTorch ${m.libtorch ?? 'n/a'} (addon); onnxruntime-node ${m.onnxruntime ?? 'n/a'}; ` +
+      (py
+        ? `PyTorch ${py.torch} (Python ${py.python}, NumPy ${py.numpy}, Pillow ${py.pillow}); `
+        : 'PyTorch baseline n/a; ') +
+      `sharp ${m.sharp} / libvips ${m.libvips}. **Threads:** ${r.settings.threads} intra-op for every runtime.`,
+  ].join('  \n');
+}
+
+function cellLabel(c: Cell): string {
+  return modelLabel(c);
+}
+
+function value(c: Cell, measure: Measure, impl: Impl): string {
+  const r = c.results?.[measure]?.[impl];
+  if (!r) return '–';
+  if (!r.n) return `failed${r.error ? ` (${r.error.slice(0, 60)})` : ''}`;
+  return `${fmtMs(r.median)} [${fmtMs(r.min)}–${fmtMs(r.max)}]`;
+}
+
+function table(headers: string[], rows: string[][]): string {
+  const line = (cells: string[]) => `| ${cells.join(' | ')} |`;
+  return [line(headers), line(headers.map(() => '---')), ...rows.map(line)].join('\n');
+}
+
+function loadNote(c: Cell): string {
+  return c.load ? `${c.load[0]}→${c.load[1]}` : '';
+}
+
+export function markdownReport(r: BenchReport): string {
+  const measured = r.cells.filter((c) => c.status === 'measured');
+  const out: string[] = [];
+  out.push(`## facedet bench — CPU, ${r.date.slice(0, 16).replace('T', ' ')} UTC`, '');
+  out.push(machineLine(r), '');
+  if (r.busy) {
+    out.push(
+      `> **The machine was busy:** the 1-minute load average reached ${r.maxLoad} on ${r.machine.cpus} CPUs, ` +
+        'so other processes competed with these timings (multi-threaded runtimes suffer most: a thread ' +
+        'that loses its CPU stalls every barrier). Rerun on an idle machine before quoting these figures.',
+      '',
+    );
+  }
+  out.push(
+    `Milliseconds **per image**: median [min–max] over interleaved rounds (${r.settings.rounds}); every ` +
+      `implementation runs once per round, in rotating order, so load from other processes hits all of them alike. ` +
+      `Speed-up = baseline median ÷ ours (> 1×: ours is faster). Image: ${r.settings.image}, cropped and resized to ` +
+      `size², JPEG q90. ResNet50 has SYNTHETIC weights (random backbone, silent heads: it finds no face, so its ` +
+      `whole path does no NMS work). "load" is the 1-minute load average before→after the cell ` +
+      `(above ${r.machine.cpus}, other work competed for the CPUs). ONNX Runtime engine = ours: the session on a ` +
+      `worker thread, idle threads block (no spinning); onnxruntime-node direct = the package's defaults on the ` +
+      `main thread (idle threads spin), same thread count.`,
+    '',
+  );
+
+  const engineRows = measured.filter((c) => c.results?.engine);
+  if (engineRows.length) {
+    out.push('### Engine only (network forward pass)', '');
+    const impls: Impl[] = ['torch', 'onnxruntime', 'ort-direct', 'pytorch'];
+    out.push(
+      table(
+        [
+          'model',
+          'size',
+          'batch',
+          ...impls.map((i) => IMPL_LABELS[i] + (i === 'ort-direct' || i === 'pytorch' ? ' (baseline)' : '')),
+          'LibTorch ÷ PyTorch',
+          'LibTorch ÷ ORT direct',
+          'ORT engine ÷ PyTorch',
+          'ORT engine ÷ ORT direct',
+          'rounds',
+          'load',
+        ],
+        engineRows.map((c) => {
+          const s = c.speedups?.engine ?? {};
+          return [
+            cellLabel(c),
+            `${c.size}²`,
+            String(c.batch),
+            ...impls.map((i) => value(c, 'engine', i)),
+            fmtRatio(s['torch:pytorch']),
+            fmtRatio(s['torch:ort-direct']),
+            fmtRatio(s['onnxruntime:pytorch']),
+            fmtRatio(s['onnxruntime:ort-direct']),
+            String(c.rounds),
+            loadNote(c),
+          ];
+        }),
+      ),
+      '',
+    );
+  }
+
+  const wholeRows = measured.filter((c) => c.results?.whole);
+  if (wholeRows.length) {
+    out.push('### Whole path per image (JPEG bytes → decode → preprocess → infer → postprocess → faces)', '');
+    const impls: Impl[] = ['torch', 'onnxruntime', 'pytorch'];
+    out.push(
+      table(
+        [
+          'model',
+          'size',
+          'batch',
+          'facedet, LibTorch',
+          'facedet, ONNX Runtime',
+          'original-style PyTorch (baseline)',
+          'LibTorch ÷ PyTorch',
+          'ORT engine ÷ PyTorch',
+          'faces/img',
+          'rounds',
+          'load',
+        ],
+        wholeRows.map((c) => {
+          const s = c.speedups?.whole ?? {};
+          const faces = impls
+            .map((i) => c.results?.whole?.[i]?.faces)
+            .map((f) => (f === undefined ? '–' : String(Math.round(f * 10) / 10)))
+            .join(' / ');
+          return [
+            cellLabel(c),
+            `${c.size}²`,
+            String(c.batch),
+            ...impls.map((i) => value(c, 'whole', i)),
+            fmtRatio(s['torch:pytorch']),
+            fmtRatio(s['onnxruntime:pytorch']),
+            faces,
+            String(c.rounds),
+            loadNote(c),
+          ];
+        }),
+      ),
+      '',
+    );
+  }
+
+  // Batching: per-image time at batch B relative to batch 1, same model, size and implementation.
+  const batchingRows: string[][] = [];
+  for (const c of measured) {
+    if (c.batch === 1) continue;
+    const one = measured.find(
+      (d) => d.model === c.model && d.size === c.size && d.batch === 1 && d.status === 'measured',
+    );
+    if (!one) continue;
+    const ratio = (measure: Measure, impl: Impl) => {
+      const a = c.results?.[measure]?.[impl];
+      const b = one.results?.[measure]?.[impl];
+      return a?.n && b?.n ? fmtRatio(a.median / b.median) : '–';
+    };
+    batchingRows.push([
+      cellLabel(c),
+      `${c.size}²`,
+      String(c.batch),
+      ratio('engine', 'torch'),
+      ratio('engine', 'onnxruntime'),
+      ratio('engine', 'pytorch'),
+      ratio('whole', 'torch'),
+      ratio('whole', 'onnxruntime'),
+      ratio('whole', 'pytorch'),
+    ]);
+  }
+  if (batchingRows.length) {
+    out.push(
+      '### Does batching pay? Per-image time at batch B ÷ per-image time at batch 1 (< 1×: batching pays)',
+      '',
+    );
+    out.push(
+      table(
+        [
+          'model',
+          'size',
+          'batch',
+          'engine: LibTorch',
+          'engine: ORT',
+          'engine: PyTorch',
+          'whole: LibTorch',
+          'whole: ORT',
+          'whole: PyTorch',
+        ],
+        batchingRows,
+      ),
+      '',
+    );
+  }
+
+  const skipped = r.cells.filter((c) => c.status === 'skipped');
+  if (skipped.length) {
+    out.push('### Skipped cells', '');
+    for (const c of skipped) out.push(`- ${cellLabel(c)} ${c.size}² batch ${c.batch}: ${c.reason}`);
+    out.push('');
+  }
+  if (r.notes.length) {
+    out.push('### Notes', '');
+    for (const note of r.notes) out.push(`- ${note}`);
+    out.push('');
+  }
+  out.push(`Total ${(r.seconds / 60).toFixed(1)} min.`);
+  return out.join('\n');
+}

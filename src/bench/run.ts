@@ -1,0 +1,617 @@
+// SPDX-License-Identifier: MIT
+// `facedet bench`: per-image CPU times of the engine alone and of the whole library path (decode ->
+// preprocess -> infer -> postprocess) over the original project's grid (batch 1/4/16 x 256..2048
+// squared), for each model and each of our engines, with two baselines measured IN THE SAME RUN,
+// interleaved round by round with ours: (1) the same network in eager PyTorch with the original
+// project's style of pre/postprocessing (scripts/bench_pytorch.py), whole path and network only;
+// (2) onnxruntime-node used directly on the same model.onnx (engine only).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { FaceDetector } from '../detector';
+import { type InferenceEngine, NativeInferenceEngine } from '../engine';
+import { OnnxRuntimeEngine, onnxRuntimeVersion } from '../engines/onnxruntime';
+import { type ModelSource, modelFile, readModel } from '../model';
+import { loadBinding } from '../native';
+import { decodeImage, packBatch } from '../preprocess';
+import { type BenchImage, benchImage, defaultSourceImage } from './images';
+import { type MachineFacts, load1, machineFacts } from './machine';
+import { PythonBaseline } from './python';
+import { type Summary, summarize } from './stats';
+
+export type Engine = 'torch' | 'onnxruntime';
+export type Impl = Engine | 'ort-direct' | 'pytorch';
+export type Measure = 'engine' | 'whole';
+
+export const IMPL_LABELS: Record<Impl, string> = {
+  torch: 'LibTorch addon',
+  onnxruntime: 'ONNX Runtime engine',
+  'ort-direct': 'onnxruntime-node direct',
+  pytorch: 'eager PyTorch',
+};
+
+export const DEFAULT_SIZES = [256, 512, 1024, 2048];
+export const DEFAULT_BATCHES = [1, 4, 16];
+
+export interface BenchOptions {
+  /** Model folders (default: the exported MobileNet0.25 and ResNet50-synthetic models). */
+  models: string[];
+  sizes: number[];
+  batches: number[];
+  /** Fixed number of measured rounds per cell (default: time-boxed, see cellSeconds). */
+  iterations?: number;
+  threads: number;
+  engines: Engine[];
+  measures: Measure[];
+  /** Baseline 1: eager PyTorch from Python. */
+  pytorch: boolean;
+  /** Baseline 2: onnxruntime-node on the same ONNX, in this thread. */
+  ortDirect: boolean;
+  /** Run the cells the default plan skips. */
+  full: boolean;
+  /** Skip cells that would not finish within this many minutes from the start (0: no limit). */
+  maxMinutes: number;
+  /** Time box of the measured rounds of one cell. */
+  cellSeconds: number;
+  minRounds: number;
+  maxRounds: number;
+  /** Photo the benchmark JPEGs are cut from. */
+  image?: string;
+  python: string;
+  log: (line: string) => void;
+}
+
+export interface ImplResult extends Summary {
+  /** Per-image milliseconds of each measured round. */
+  samples: number[];
+  /** Faces found per image (whole path). */
+  faces?: number;
+  error?: string;
+}
+
+export interface CellEnv {
+  cpu: string;
+  cpus: number;
+  threads: number;
+  libtorch: string | null;
+  onnxruntime: string | null;
+  pytorch: string | null;
+  node: string;
+}
+
+export interface Cell {
+  model: string;
+  backbone: string;
+  synthetic: boolean;
+  size: number;
+  batch: number;
+  status: 'measured' | 'skipped';
+  reason?: string;
+  rounds?: number;
+  warmup?: number;
+  seconds?: number;
+  /** 1-minute load average before and after the cell. */
+  load?: [number, number];
+  results?: Partial<Record<Measure, Partial<Record<Impl, ImplResult>>>>;
+  /** Baseline median / ours median, by measure, "ours:baseline" (> 1: ours is faster). */
+  speedups?: Partial<Record<Measure, Record<string, number>>>;
+  /** Median over rounds of baseline ÷ ours within the same round: steadier when the load drifts. */
+  pairedSpeedups?: Partial<Record<Measure, Record<string, number>>>;
+  env?: CellEnv;
+}
+
+export interface BenchReport {
+  tool: string;
+  date: string;
+  machine: MachineFacts;
+  settings: {
+    threads: number;
+    engines: Engine[];
+    measures: Measure[];
+    baselines: string[];
+    rounds: string;
+    image: string;
+    full: boolean;
+    maxMinutes: number;
+  };
+  models: { name: string; dir: string; backbone: string; synthetic: boolean; label: string }[];
+  cells: Cell[];
+  seconds: number;
+  /** Highest 1-minute load average seen during the run, and whether it was above the CPU count. */
+  maxLoad: number;
+  busy: boolean;
+  notes: string[];
+}
+
+export function modelLabel(card: { backbone: string; synthetic: boolean }): string {
+  const name = card.backbone === 'mobilenet0.25' ? 'MobileNet0.25' : 'ResNet50';
+  return card.synthetic ? `${name} (SYNTHETIC weights)` : name;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const packageRoot = path.resolve(__dirname, '..', '..');
+
+/** The cells the default plan leaves out, and why (`--full` runs them). */
+export function defaultSkip(backbone: string, size: number, batch: number): string | undefined {
+  if (backbone === 'resnet50' && batch > 1) {
+    return 'ResNet50 runs batch 1 only by default (a batch-16 round of the eager baseline takes minutes); --full runs it';
+  }
+  if (backbone === 'resnet50' && size > 1024) {
+    return 'ResNet50 at 2048² takes ≈ 10 s per image in the eager baseline; --full runs it';
+  }
+  if (size >= 2048 && batch >= 16) {
+    return 'batch 16 at 2048² needs ≈ 0.8 GB of input and several GB of activations per runtime, and ≈ 1 min per round for the eager baseline; --full runs it';
+  }
+  return undefined;
+}
+
+interface Runner {
+  measure: Measure;
+  impl: Impl;
+  warmup: number;
+  run(): Promise<{ ms: number; faces?: number }>;
+}
+
+interface ModelContext {
+  source: ModelSource;
+  label: string;
+  torch?: InferenceEngine;
+  onnxruntime?: InferenceEngine;
+  ortSession?: { run(feeds: Record<string, unknown>): Promise<unknown>; release(): Promise<void> };
+  ortTensor?: new (type: 'float32', data: Float32Array, dims: number[]) => unknown;
+  ortInput?: string;
+  python?: string;
+  pythonError?: string;
+  errors: Partial<Record<Impl, string>>;
+}
+
+/** Runs the benchmark; returns the report (the caller prints and writes it). */
+export async function runBench(options: BenchOptions): Promise<BenchReport> {
+  const started = performance.now();
+  const log = options.log;
+  const models: ModelContext[] = options.models.map((dir) => {
+    const source = readModel(dir);
+    return { source, label: modelLabel(source.card), errors: {} };
+  });
+  const sourceImage = options.image ?? defaultSourceImage();
+  const notes: string[] = [];
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-bench-'));
+
+  let libtorch: string | null = null;
+  if (options.engines.includes('torch')) {
+    try {
+      libtorch = loadBinding().build.torch;
+    } catch (error) {
+      notes.push(`LibTorch addon unavailable: ${(error as Error).message.split('\n')[0]}`);
+      options = { ...options, engines: options.engines.filter((e) => e !== 'torch') };
+    }
+  }
+  const ortVersion = onnxRuntimeVersion() ?? null;
+  if (!ortVersion) {
+    notes.push('onnxruntime-node is not installed: the ONNX Runtime engine and baseline are skipped');
+    options = { ...options, engines: options.engines.filter((e) => e !== 'onnxruntime'), ortDirect: false };
+  }
+
+  let python: PythonBaseline | undefined;
+  let pythonVersions: Record<string, unknown> | null = null;
+  if (options.pytorch) {
+    python = PythonBaseline.start(options.python, packageRoot);
+    for (const m of models) {
+      const card = m.source.card;
+      const weights = (card.weights as { path?: string | null }).path ?? null;
+      log(`loading ${m.label} in eager PyTorch (${options.python}) ...`);
+      const reply = await python.request({
+        op: 'load',
+        key: card.name,
+        backbone: card.backbone,
+        weights,
+        synthetic: card.synthetic,
+        threads: options.threads,
+      });
+      if (reply.ok) {
+        m.python = card.name;
+        pythonVersions = reply.versions as Record<string, unknown>;
+      } else {
+        m.pythonError = reply.error ?? 'failed';
+        notes.push(`${m.label}: eager PyTorch baseline unavailable: ${m.pythonError}`);
+      }
+    }
+  }
+
+  const machine = machineFacts({ libtorch, onnxruntime: ortVersion, python: pythonVersions });
+  const env: CellEnv = {
+    cpu: machine.cpu,
+    cpus: machine.cpus,
+    threads: options.threads,
+    libtorch,
+    onnxruntime: ortVersion,
+    pytorch: (pythonVersions?.torch as string | undefined) ?? null,
+    node: process.version,
+  };
+
+  // Benchmark JPEGs, one per size (shared by every model), and their decoded pixels.
+  const images = new Map<number, BenchImage & { file: string }>();
+  const imageFor = async (size: number) => {
+    let image = images.get(size);
+    if (!image) {
+      const made = await benchImage(sourceImage, size);
+      const file = path.join(tmp, `${size}.jpg`);
+      fs.writeFileSync(file, made.jpeg);
+      image = { ...made, file };
+      images.set(size, image);
+      if (python) await python.call({ op: 'image', key: String(size), path: file });
+    }
+    return image;
+  };
+
+  // Per model and implementation: per-image median at each measured size, for time estimates.
+  const seen = new Map<string, Map<number, number>>();
+  const estimate = (
+    m: ModelContext,
+    runners: { measure: Measure; impl: Impl; warmup: number }[],
+    size: number,
+    batch: number,
+  ) => {
+    let total = 0;
+    for (const r of runners) {
+      const known = seen.get(`${m.source.card.name}/${r.measure}/${r.impl}`);
+      if (!known) return undefined;
+      const below = [...known.keys()].filter((s) => s <= size);
+      const from = below.length ? Math.max(...below) : Math.min(...known.keys());
+      total += known.get(from)! * (size / from) ** 2 * batch * (r.warmup + options.minRounds);
+    }
+    return total / 1000;
+  };
+
+  const loadEngines = async (m: ModelContext) => {
+    if (options.engines.includes('torch') && !m.torch && !m.errors.torch) {
+      try {
+        m.torch = await NativeInferenceEngine.load({
+          modelPath: modelFile(m.source, 'torch', 'cpu', 'fp32'),
+          backend: 'torch',
+          device: 'cpu',
+          precision: 'fp32',
+          threads: options.threads,
+        });
+      } catch (error) {
+        m.errors.torch = (error as Error).message;
+      }
+    }
+    if (options.engines.includes('onnxruntime') && !m.onnxruntime && !m.errors.onnxruntime) {
+      try {
+        m.onnxruntime = await OnnxRuntimeEngine.load({
+          modelPath: modelFile(m.source, 'onnxruntime', 'cpu', 'fp32'),
+          threads: options.threads,
+        });
+      } catch (error) {
+        m.errors.onnxruntime = (error as Error).message;
+      }
+    }
+    if (options.ortDirect && !m.ortSession && !m.errors['ort-direct']) {
+      try {
+        // What a Node user would write: onnxruntime-node on the main thread, same thread count.
+        // eslint-disable-next-line @typescript-eslint/no-require-imports -- optional dependency
+        const ort = require('onnxruntime-node') as typeof import('onnxruntime-node');
+        const session = await ort.InferenceSession.create(modelFile(m.source, 'onnxruntime', 'cpu', 'fp32'), {
+          intraOpNumThreads: options.threads,
+          interOpNumThreads: 1,
+          graphOptimizationLevel: 'all',
+        });
+        m.ortSession = session as unknown as ModelContext['ortSession'];
+        m.ortTensor = ort.Tensor as unknown as ModelContext['ortTensor'];
+        m.ortInput = session.inputNames[0];
+      } catch (error) {
+        m.errors['ort-direct'] = (error as Error).message;
+      }
+    }
+  };
+
+  const cells: Cell[] = [];
+  const deadline = options.maxMinutes > 0 ? started + options.maxMinutes * 60_000 : Infinity;
+
+  for (const batch of options.batches) {
+    for (const m of models) {
+      const card = m.source.card;
+      const detectors = new Map<Engine, FaceDetector>();
+      for (const size of options.sizes) {
+        const base: Cell = {
+          model: card.name,
+          backbone: card.backbone,
+          synthetic: card.synthetic,
+          size,
+          batch,
+          status: 'skipped',
+        };
+        const skip = options.full ? undefined : defaultSkip(card.backbone, size, batch);
+        if (skip) {
+          cells.push({ ...base, reason: skip });
+          log(`${m.label} ${size}² batch ${batch}: skipped (${skip})`);
+          continue;
+        }
+        await loadEngines(m);
+        const image = await imageFor(size);
+        const decoded = await decodeImage(image.jpeg, { maxSize: 0, maxPixels: 2 ** 40 });
+        const { tensor, shape } = packBatch(
+          Array.from({ length: batch }, () => decoded),
+          { mean: card.input.mean, padMultiple: card.input.pad_multiple ?? 32 },
+        );
+        const buffers = Array.from({ length: batch }, () => image.jpeg);
+        const runners: Runner[] = [];
+        const time = async (f: () => Promise<unknown>) => {
+          const t0 = performance.now();
+          await f();
+          return { ms: performance.now() - t0 };
+        };
+        if (options.measures.includes('engine')) {
+          if (m.torch) {
+            const engine = m.torch;
+            runners.push({
+              measure: 'engine',
+              impl: 'torch',
+              warmup: 2,
+              run: () => time(() => engine.infer(tensor, shape)),
+            });
+          }
+          if (m.onnxruntime) {
+            const engine = m.onnxruntime;
+            runners.push({
+              measure: 'engine',
+              impl: 'onnxruntime',
+              warmup: 2,
+              run: () => {
+                // As the detector calls it: a batch array of its own, transferred to the worker.
+                const own = tensor.slice();
+                return time(() => engine.infer(own, shape, { transfer: true }));
+              },
+            });
+          }
+          if (m.ortSession && m.ortTensor && m.ortInput) {
+            const { ortSession: session, ortTensor: Tensor, ortInput: input } = m;
+            runners.push({
+              measure: 'engine',
+              impl: 'ort-direct',
+              warmup: 2,
+              run: () => time(() => session.run({ [input]: new Tensor('float32', tensor, [...shape]) })),
+            });
+          }
+          if (python && m.python) {
+            const py = python;
+            const request = { op: 'run', model: m.python, image: String(size), mode: 'net', size, batch };
+            runners.push({
+              measure: 'engine',
+              impl: 'pytorch',
+              warmup: 1,
+              run: async () => ({ ms: (await py.call(request)).ms as number }),
+            });
+          }
+        }
+        if (options.measures.includes('whole')) {
+          for (const backend of options.engines) {
+            if (m.errors[backend]) continue;
+            let detector = detectors.get(backend);
+            if (!detector) {
+              try {
+                detector = await FaceDetector.create({
+                  model: m.source.dir,
+                  backend,
+                  threads: options.threads,
+                  maxSize: 0,
+                  maxBatchSize: batch,
+                  // A batch runs when it is full: the B images of one detect() call.
+                  maxQueueDelayMs: batch > 1 ? 60_000 : 0,
+                  maxQueueSize: 1024,
+                  warmup: [],
+                });
+                detectors.set(backend, detector);
+              } catch (error) {
+                m.errors[backend] = (error as Error).message;
+                continue;
+              }
+            }
+            const d = detector;
+            runners.push({
+              measure: 'whole',
+              impl: backend,
+              warmup: 2,
+              run: async () => {
+                const t0 = performance.now();
+                const results = await d.detect(buffers);
+                const ms = performance.now() - t0;
+                const failed = results.find((r) => r.error);
+                if (failed) throw new Error(failed.error!.message);
+                return { ms, faces: results.reduce((n, r) => n + r.faces_count, 0) / batch };
+              },
+            });
+          }
+          if (python && m.python) {
+            const py = python;
+            const request = { op: 'run', model: m.python, image: String(size), mode: 'whole', size, batch };
+            runners.push({
+              measure: 'whole',
+              impl: 'pytorch',
+              warmup: 1,
+              run: async () => {
+                const reply = await py.call(request);
+                return { ms: reply.ms as number, faces: reply.faces as number };
+              },
+            });
+          }
+        }
+
+        const now = performance.now();
+        const expected = estimate(m, runners, size, batch);
+        if (expected !== undefined && now + expected * 1000 * 1.25 > deadline) {
+          const reason = `time budget: estimated ${expected.toFixed(0)} s, ${((deadline - now) / 1000).toFixed(0)} s left of --max-minutes ${options.maxMinutes}`;
+          cells.push({ ...base, reason });
+          log(`${m.label} ${size}² batch ${batch}: skipped (${reason})`);
+          continue;
+        }
+
+        log(
+          `${m.label} ${size}² batch ${batch}: warming up ${runners.map((r) => `${r.measure}/${r.impl}`).join(', ')}`,
+        );
+        const cellStart = performance.now();
+        const loadBefore = load1();
+        const samples = new Map<Runner, number[]>();
+        const faces = new Map<Runner, number>();
+        const errors = new Map<Runner, string>();
+        const attempt = async (r: Runner): Promise<{ ms: number; faces?: number } | undefined> => {
+          if (errors.has(r)) return undefined;
+          try {
+            return await r.run();
+          } catch (error) {
+            errors.set(r, (error as Error).message.split('\n')[0]!);
+            return undefined;
+          }
+        };
+        for (const r of runners) {
+          for (let i = 0; i < r.warmup; i++) await attempt(r);
+          samples.set(r, []);
+          await sleep(30);
+        }
+        const measuredFrom = performance.now();
+        let rounds = 0;
+        for (;;) {
+          // Interleaved: every implementation once per round, the order rotating from round to round.
+          for (let k = 0; k < runners.length; k++) {
+            const r = runners[(k + rounds) % runners.length]!;
+            const out = await attempt(r);
+            if (out) {
+              samples.get(r)!.push(out.ms / batch);
+              if (out.faces !== undefined) faces.set(r, out.faces);
+            }
+            // Lets spinning runtime threads go idle before the next one runs (ONNX Runtime's spin for
+            // ≈ 20 ms after a run; OpenMP's for less).
+            await sleep(30);
+          }
+          rounds++;
+          const elapsed = (performance.now() - measuredFrom) / 1000;
+          if (options.iterations !== undefined) {
+            if (rounds >= options.iterations) break;
+          } else if (
+            rounds >= options.maxRounds ||
+            (rounds >= options.minRounds && elapsed >= options.cellSeconds)
+          ) {
+            break;
+          }
+        }
+        const results: NonNullable<Cell['results']> = {};
+        for (const r of runners) {
+          const values = samples.get(r)!;
+          const result: ImplResult = {
+            ...summarize(values),
+            samples: values.map((v) => Math.round(v * 1000) / 1000),
+          };
+          if (faces.has(r)) result.faces = faces.get(r)!;
+          if (errors.has(r)) result.error = errors.get(r)!;
+          (results[r.measure] ??= {})[r.impl] = result;
+          if (values.length) {
+            const key = `${card.name}/${r.measure}/${r.impl}`;
+            if (!seen.has(key)) seen.set(key, new Map());
+            seen.get(key)!.set(size, result.median);
+          }
+        }
+        const speedups: NonNullable<Cell['speedups']> = {};
+        const paired: NonNullable<Cell['pairedSpeedups']> = {};
+        const round3 = (x: number) => Math.round(x * 1000) / 1000;
+        for (const measure of options.measures) {
+          const row = results[measure];
+          if (!row) continue;
+          for (const ours of ['torch', 'onnxruntime'] as const) {
+            for (const baseline of ['pytorch', 'ort-direct'] as const) {
+              const a = row[ours];
+              const b = row[baseline];
+              if (!a?.n || !b?.n) continue;
+              const key = `${ours}:${baseline}`;
+              (speedups[measure] ??= {})[key] = round3(b.median / a.median);
+              // Round by round (the two ran seconds apart, under the same load), then the median.
+              const n = Math.min(a.samples.length, b.samples.length);
+              const ratios = Array.from({ length: n }, (_, i) => b.samples[i]! / a.samples[i]!);
+              (paired[measure] ??= {})[key] = round3(summarize(ratios).median);
+            }
+          }
+        }
+        const cell: Cell = {
+          ...base,
+          status: 'measured',
+          rounds,
+          warmup: Math.max(...runners.map((r) => r.warmup)),
+          seconds: Math.round(performance.now() - cellStart) / 1000,
+          load: [loadBefore, load1()],
+          results,
+          speedups,
+          pairedSpeedups: paired,
+          env,
+        };
+        cells.push(cell);
+        log(
+          `${m.label} ${size}² batch ${batch}: ${rounds} rounds in ${cell.seconds!.toFixed(1)} s, ${summaryLine(cell)}`,
+        );
+      }
+      for (const d of detectors.values()) await d.dispose();
+    }
+  }
+
+  for (const m of models) {
+    await m.torch?.dispose();
+    await m.onnxruntime?.dispose();
+    await m.ortSession?.release();
+    for (const [impl, message] of Object.entries(m.errors))
+      notes.push(`${m.label}: ${IMPL_LABELS[impl as Impl]} failed: ${message.split('\n')[0]}`);
+  }
+  await python?.close();
+  fs.rmSync(tmp, { recursive: true, force: true });
+
+  const baselines = [
+    ...(options.pytorch
+      ? ['eager PyTorch from Python (scripts/bench_pytorch.py), original-style pre/postprocessing']
+      : []),
+    ...(options.ortDirect
+      ? ['onnxruntime-node on the same model.onnx, main thread, same intra-op threads']
+      : []),
+  ];
+  const loads = cells.flatMap((c) => c.load ?? []);
+  const maxLoad = loads.length ? Math.max(...loads) : load1();
+  const busy = maxLoad > machine.cpus;
+  return {
+    tool: 'facedet bench',
+    date: new Date().toISOString(),
+    machine,
+    settings: {
+      threads: options.threads,
+      engines: options.engines,
+      measures: options.measures,
+      baselines,
+      rounds:
+        options.iterations !== undefined
+          ? `${options.iterations} rounds per cell after warm-up`
+          : `time-boxed: at least ${options.minRounds}, at most ${options.maxRounds} rounds, ${options.cellSeconds} s per cell after warm-up`,
+      image: images.values().next().value?.source ?? (sourceImage ? path.basename(sourceImage) : 'noise'),
+      full: options.full,
+      maxMinutes: options.maxMinutes,
+    },
+    models: models.map((m) => ({
+      name: m.source.card.name,
+      dir: m.source.dir,
+      backbone: m.source.card.backbone,
+      synthetic: m.source.card.synthetic,
+      label: m.label,
+    })),
+    cells,
+    seconds: Math.round(performance.now() - started) / 1000,
+    maxLoad,
+    busy,
+    notes,
+  };
+}
+
+function summaryLine(cell: Cell): string {
+  const parts: string[] = [];
+  for (const [measure, row] of Object.entries(cell.results ?? {})) {
+    const items = Object.entries(row ?? {}).map(
+      ([impl, r]) => `${impl} ${r.n ? r.median.toFixed(1) : 'failed'}`,
+    );
+    parts.push(`${measure}: ${items.join(', ')} ms/img`);
+  }
+  return parts.join('; ');
+}
