@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: MIT
+// The int8 (quantised CPU) measurement behind the README's int8 paragraph: engine-only speed of the
+// int8 TorchScript against fp32 (model.pt) and ONNX Runtime, interleaved in one process,
+// and WIDER FACE AP of the whole detector with precision 'int8' against 'fp32' on the fixtures.
+//
+//   npx tsx scripts/int8_report.ts [--speed] [--ap] [--models DIR,DIR] [--sizes 512,1024]
+//                                  [--reps 7] [--iterations 5] [--threads 2] [--json FILE]
+//                                  [--extra FILE]...
+//
+// --extra FILE: another fp32 TorchScript file in a model folder (e.g. a channels-last variant), timed
+// with the others for that folder. Without --speed/--ap both run. Models default to models/retinaface-mobilenet0.25 and
+// models/retinaface-resnet50-synthetic (exported with --int8; synthetic weights: timing only).
+// AP subsets: wider-val (6 images, never used for calibration), wider-val-416 split into the half that
+// export_model.py --int8 calibrates on (even positions in gt.json) and the held-out half (odd).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { FaceDetector } from '../src/detector';
+import { type InferenceEngine, NativeInferenceEngine, type Shape4 } from '../src/engine';
+import { EVAL_SETTINGS } from '../src/eval/cli';
+import { type GroundTruth, loadGroundTruth } from '../src/eval/groundtruth';
+import { detectionsFromResults, evaluate } from '../src/eval/run';
+import { SUBSETS, type Subset } from '../src/eval/widerface';
+import { readModel } from '../src/model';
+
+const root = path.resolve(__dirname, '..');
+const fixtures = process.env.FACEDET_FIXTURES ?? path.resolve(root, '..', 'shared', 'fixtures');
+
+const { values } = parseArgs({
+  options: {
+    speed: { type: 'boolean' },
+    ap: { type: 'boolean' },
+    models: { type: 'string' },
+    sizes: { type: 'string', default: '512,1024' },
+    reps: { type: 'string', default: '7' },
+    iterations: { type: 'string', default: '5' },
+    threads: { type: 'string', default: '2' },
+    json: { type: 'string' },
+    extra: { type: 'string', multiple: true },
+  },
+});
+const doAll = !values.speed && !values.ap;
+const modelDirs = (
+  values.models ??
+  [
+    path.join(root, 'models', 'retinaface-mobilenet0.25'),
+    path.join(root, 'models', 'retinaface-resnet50-synthetic'),
+  ].join(',')
+).split(',');
+const sizes = values.sizes.split(',').map(Number);
+const reps = Number(values.reps);
+const iterations = Number(values.iterations);
+const threads = Number(values.threads);
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+interface Timed {
+  name: string;
+  run: (input: Float32Array, shape: Shape4) => Promise<unknown>;
+  dispose: () => Promise<void>;
+}
+
+function torchEngine(name: string, engine: InferenceEngine): Timed {
+  return { name, run: (x, s) => engine.infer(x, s), dispose: () => engine.dispose() };
+}
+
+/** ONNX Runtime through onnxruntime-node, when it is installed (an optional dependency). */
+async function ortEngine(file: string): Promise<Timed | undefined> {
+  let ort: typeof import('onnxruntime-node');
+  try {
+    ort = await import('onnxruntime-node');
+  } catch {
+    return undefined;
+  }
+  const session = await ort.InferenceSession.create(file, {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+  });
+  return {
+    name: 'onnxruntime fp32',
+    run: (x, s) => session.run({ input: new ort.Tensor('float32', x, s) }),
+    dispose: () => session.release(),
+  };
+}
+
+/** A deterministic image-like input: BGR minus mean, values in about -123..152. */
+function input(shape: Shape4): Float32Array {
+  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  let seed = 12345;
+  for (let i = 0; i < data.length; i++) {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    data[i] = (seed >>> 24) - 120;
+  }
+  return data;
+}
+
+interface SpeedRow {
+  model: string;
+  size: number;
+  engine: string;
+  medianMs: number;
+  minMs: number;
+  maxMs: number;
+  samples: number;
+}
+
+async function speed(modelDir: string): Promise<SpeedRow[]> {
+  const model = readModel(modelDir);
+  const files = model.card.files;
+  if (!files.torchscript_int8) throw new Error(`${model.dir} has no int8 file: export it with --int8`);
+  const engines: Timed[] = [];
+  const load = async (file: string, precision: 'fp32' | 'int8') =>
+    NativeInferenceEngine.load({
+      modelPath: path.join(model.dir, file),
+      backend: 'torch',
+      device: 'cpu',
+      precision,
+      threads,
+    });
+  engines.push(torchEngine('torch fp32 model.pt', await load(files.torchscript, 'fp32')));
+  engines.push(torchEngine('torch int8 model.int8.pt', await load(files.torchscript_int8, 'int8')));
+  for (const extra of values.extra ?? []) {
+    if (path.dirname(path.resolve(extra)) !== model.dir) continue;
+    engines.push(torchEngine(`torch fp32 ${path.basename(extra)}`, await load(path.basename(extra), 'fp32')));
+  }
+  const ort = files.onnx ? await ortEngine(path.join(model.dir, files.onnx)) : undefined;
+  if (ort) engines.push(ort);
+  const rows: SpeedRow[] = [];
+  try {
+    for (const size of sizes) {
+      const shape: Shape4 = [1, 3, size, size];
+      const x = input(shape);
+      for (const e of engines) for (let i = 0; i < 3; i++) await e.run(x, shape);
+      const times = new Map<string, number[]>(engines.map((e) => [e.name, []]));
+      for (let r = 0; r < reps; r++) {
+        // a different engine order each round, so that none always runs after the same neighbour
+        const order = engines.map((_, i) => engines[(i + r) % engines.length]!);
+        for (const e of order) {
+          for (let i = 0; i < iterations; i++) {
+            const t = process.hrtime.bigint();
+            await e.run(x, shape);
+            times.get(e.name)!.push(Number(process.hrtime.bigint() - t) / 1e6);
+          }
+        }
+      }
+      for (const e of engines) {
+        const ts = times.get(e.name)!;
+        rows.push({
+          model: model.card.name + (model.card.synthetic ? ' (synthetic)' : ''),
+          size,
+          engine: e.name,
+          medianMs: median(ts),
+          minMs: Math.min(...ts),
+          maxMs: Math.max(...ts),
+          samples: ts.length,
+        });
+      }
+    }
+  } finally {
+    for (const e of engines) await e.dispose();
+  }
+  return rows;
+}
+
+interface ApRow {
+  set: string;
+  images: number;
+  fp32: Record<Subset, number>;
+  int8: Record<Subset, number>;
+}
+
+function subsetOf(gt: GroundTruth, name: string, keep: (index: number) => boolean): GroundTruth {
+  return { ...gt, source: `${gt.source} (${name})`, images: gt.images.filter((_, i) => keep(i)) };
+}
+
+async function ap(modelDir: string): Promise<ApRow[]> {
+  const sets: [string, GroundTruth][] = [];
+  const full = path.join(fixtures, 'wider-val', 'gt.json');
+  if (fs.existsSync(full)) sets.push(['wider-val', loadGroundTruth(full)]);
+  const small = path.join(fixtures, 'wider-val-416', 'gt.json');
+  if (fs.existsSync(small)) {
+    const gt = loadGroundTruth(small);
+    sets.push(['wider-val-416 held out (odd)', subsetOf(gt, 'odd', (i) => i % 2 === 1)]);
+    sets.push(['wider-val-416 calibration half (even)', subsetOf(gt, 'even', (i) => i % 2 === 0)]);
+    sets.push(['wider-val-416 all', gt]);
+  }
+  const results = new Map<string, Record<string, Record<Subset, number>>>();
+  for (const precision of ['fp32', 'int8'] as const) {
+    const detector = await FaceDetector.create({ model: modelDir, precision, threads, warmup: [] });
+    try {
+      for (const [name, gt] of sets) {
+        const result = await evaluate({
+          gt,
+          detect: async (paths) =>
+            detectionsFromResults(
+              await detector.detect(paths, { ...EVAL_SETTINGS, clipBoxes: false, maxSize: 0 }),
+              paths,
+            ),
+          log: null,
+        });
+        const entry = results.get(name) ?? {};
+        entry[precision] = Object.fromEntries(SUBSETS.map((s) => [s, result.ours[s].ap])) as Record<
+          Subset,
+          number
+        >;
+        results.set(name, entry);
+      }
+    } finally {
+      await detector.dispose();
+    }
+  }
+  return sets.map(([name, gt]) => ({
+    set: name,
+    images: gt.images.length,
+    fp32: results.get(name)!.fp32!,
+    int8: results.get(name)!.int8!,
+  }));
+}
+
+async function main(): Promise<void> {
+  const report: Record<string, unknown> = {
+    machine: {
+      cpu: os.cpus()[0]?.model,
+      cores: os.availableParallelism(),
+      loadavg: os.loadavg(),
+      threads,
+    },
+  };
+  if (doAll || values.speed) {
+    const rows: SpeedRow[] = [];
+    for (const dir of modelDirs) rows.push(...(await speed(dir)));
+    report.speed = rows;
+    console.log(`\n### Engine only, batch 1, ${threads} threads, median of ${reps}x${iterations} (ms)\n`);
+    console.log('| model | size | engine | median ms | min–max | int8 speed-up |');
+    console.log('|---|---|---|---|---|---|');
+    for (const row of rows) {
+      const int8 = rows.find(
+        (r) => r.model === row.model && r.size === row.size && r.engine.startsWith('torch int8'),
+      );
+      const ratio = int8 ? `${(row.medianMs / int8.medianMs).toFixed(2)}×` : '';
+      console.log(
+        `| ${row.model} | ${row.size}² | ${row.engine} | ${row.medianMs.toFixed(1)} | ` +
+          `${row.minMs.toFixed(1)}–${row.maxMs.toFixed(1)} | ${row.engine.startsWith('torch int8') ? '' : ratio} |`,
+      );
+    }
+  }
+  if (doAll || values.ap) {
+    const real = modelDirs.filter((dir) => !readModel(dir).card.synthetic);
+    const rows: (ApRow & { model: string })[] = [];
+    for (const dir of real)
+      for (const row of await ap(dir)) rows.push({ model: readModel(dir).card.name, ...row });
+    report.ap = rows;
+    const pct = (v: number) => (v * 100).toFixed(2);
+    console.log(
+      '\n### WIDER FACE AP (%), maxSize original, threshold 0.02: fp32 / int8 (int8 − fp32, points)\n',
+    );
+    console.log('| model | fixture set | images | easy | medium | hard |');
+    console.log('|---|---|---|---|---|---|');
+    for (const row of rows) {
+      const cells = SUBSETS.map(
+        (s) =>
+          `${pct(row.fp32[s])} / ${pct(row.int8[s])} (${row.int8[s] >= row.fp32[s] ? '+' : ''}` +
+          `${((row.int8[s] - row.fp32[s]) * 100).toFixed(2)})`,
+      );
+      console.log(`| ${row.model} | ${row.set} | ${row.images} | ${cells.join(' | ')} |`);
+    }
+  }
+  if (values.json) fs.writeFileSync(values.json, JSON.stringify(report, null, 1) + '\n');
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
