@@ -148,11 +148,11 @@ class LoadWorker : public Napi::AsyncWorker {
     try {
 #ifdef FACEDET_WITH_TENSORRT
       if (options_.backend == "tensorrt") {
-        backend_ = createTensorRtBackend(options_);
+        model_ = withExecutor(createTensorRtBackend(options_));
         return;
       }
 #endif
-      backend_ = createTorchBackend(options_);
+      model_ = withExecutor(createTorchBackend(options_));
     } catch (const ArgumentError& e) {
       failure_.set(e, true);
     } catch (const std::exception& e) {
@@ -170,8 +170,8 @@ class LoadWorker : public Napi::AsyncWorker {
       return;
     }
     auto* data = env.GetInstanceData<AddonData>();
-    auto* raw = new std::shared_ptr<Backend>(std::move(backend_));
-    auto external = Napi::External<std::shared_ptr<Backend>>::New(env, raw);
+    auto* raw = new std::shared_ptr<LoadedModel>(std::move(model_));
+    auto external = Napi::External<std::shared_ptr<LoadedModel>>::New(env, raw);
     try {
       deferred_.Resolve(data->engineConstructor.New({external}));
     } catch (const Napi::Error& e) {
@@ -183,19 +183,29 @@ class LoadWorker : public Napi::AsyncWorker {
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
  private:
+  // CPU batches run one at a time on one thread (LibTorch parallelises inside a batch); GPU backends
+  // overlap two batches on their own streams.
+  static std::shared_ptr<LoadedModel> withExecutor(std::unique_ptr<Backend> backend) {
+    auto model = std::make_shared<LoadedModel>();
+    const bool cpu = backend->info().device == "cpu";
+    model->backend = std::move(backend);
+    model->executor = std::make_unique<Executor>(cpu ? 1 : 2);
+    return model;
+  }
+
   LoadOptions options_;
-  std::shared_ptr<Backend> backend_;
+  std::shared_ptr<LoadedModel> model_;
   Failure failure_;
   Napi::Promise::Deferred deferred_;
 };
 
 class InferWorker : public Napi::AsyncWorker {
  public:
-  InferWorker(Napi::Env env, Engine* engine, std::shared_ptr<Backend> backend, InferInput input,
+  InferWorker(Napi::Env env, Engine* engine, std::shared_ptr<LoadedModel> model, InferInput input,
               Napi::Value keepAlive)
       : Napi::AsyncWorker(env, "facedet:infer"),
         engine_(engine),
-        backend_(std::move(backend)),
+        model_(std::move(model)),
         input_(std::move(input)),
         deferred_(env) {
     // The input's memory is read on the worker thread: hold the JS arrays until the batch is done.
@@ -207,7 +217,7 @@ class InferWorker : public Napi::AsyncWorker {
 
   void Execute() override {
     try {
-      output_ = backend_->infer(input_);
+      model_->executor->run([this] { output_ = model_->backend->infer(input_); });
     } catch (const ArgumentError& e) {
       failure_.set(e, true);
     } catch (const std::exception& e) {
@@ -246,7 +256,7 @@ class InferWorker : public Napi::AsyncWorker {
 
  private:
   Engine* engine_;
-  std::shared_ptr<Backend> backend_;
+  std::shared_ptr<LoadedModel> model_;
   InferInput input_;
   InferOutput output_;
   Failure failure_;
@@ -299,8 +309,8 @@ Engine::Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info) 
   if (info.Length() != 1 || !info[0].IsExternal()) {
     throw Napi::TypeError::New(info.Env(), "Engine cannot be constructed directly: use Engine.load(options)");
   }
-  backend_ = *info[0].As<Napi::External<std::shared_ptr<Backend>>>().Data();
-  info_ = backend_->info();
+  model_ = *info[0].As<Napi::External<std::shared_ptr<LoadedModel>>>().Data();
+  info_ = model_->backend->info();
 }
 
 Napi::Value Engine::Load(const Napi::CallbackInfo& info) {
@@ -388,7 +398,7 @@ Napi::Value Engine::Infer(const Napi::CallbackInfo& info) {
                                    (info.Length() < 1 ? std::string("nothing") : typeName(data)));
   }
   ++inFlight_;
-  auto* worker = new InferWorker(env, this, backend_, std::move(input), data);
+  auto* worker = new InferWorker(env, this, model_, std::move(input), data);
   auto promise = worker->promise();
   worker->Queue();
   return promise;
@@ -401,7 +411,7 @@ void Engine::batchFinished() {
 
 void Engine::releaseIfIdle() {
   if (!disposed_ || inFlight_ > 0) return;
-  backend_.reset();
+  model_.reset();
   for (auto& waiter : disposeWaiters_) waiter.Resolve(Env().Undefined());
   disposeWaiters_.clear();
 }

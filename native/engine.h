@@ -9,8 +9,16 @@
 #include <vector>
 
 #include "backend.h"
+#include "executor.h"
 
 namespace facedet {
+
+// A loaded model and the threads its batches run on. The executor is declared last so it is
+// destroyed (its threads joined) before the backend.
+struct LoadedModel {
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Executor> executor;
+};
 
 class Engine : public Napi::ObjectWrap<Engine> {
  public:
@@ -28,7 +36,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value Disposed(const Napi::CallbackInfo& info);
   void releaseIfIdle();
 
-  std::shared_ptr<Backend> backend_;
+  std::shared_ptr<LoadedModel> model_;
   BackendInfo info_;
   bool disposed_ = false;
   int inFlight_ = 0;

@@ -5,6 +5,7 @@
 #include <torch/script.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -12,8 +13,16 @@
 #include "backend.h"
 
 #ifdef FACEDET_WITH_CUDA
+#include <ATen/cuda/CachingHostAllocator.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <set>
+#include <tuple>
 #endif
 
 namespace facedet {
@@ -26,11 +35,19 @@ torch::Device parseDevice(const std::string& device) {
   if (device == "cpu") return torch::Device(torch::kCPU);
   if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
     if (!torch::cuda::is_available()) {
+#ifdef FACEDET_WITH_CUDA
       throw ArgumentError("device '" + device +
-                          "' was requested, but LibTorch sees no CUDA device: this build of the addon " +
-                          "links a CPU-only LibTorch (" + TORCH_VERSION +
-                          "), or no NVIDIA driver/GPU is visible. Rebuild against a CUDA LibTorch " +
-                          "(Torch_DIR=...) or use device 'cpu'.");
+                          "' was requested, but LibTorch sees no CUDA device: the addon was built with CUDA "
+                          "(LibTorch " +
+                          TORCH_VERSION +
+                          "), but no NVIDIA GPU or driver is visible to this process. Use device 'cpu'.");
+#else
+      throw ArgumentError(
+          "device '" + device +
+          "' was requested, but LibTorch sees no CUDA device: this build of the addon links a "
+          "CPU-only LibTorch (" +
+          TORCH_VERSION + "). Rebuild against a CUDA LibTorch (Torch_DIR=...) or use device 'cpu'.");
+#endif
     }
 #ifndef FACEDET_WITH_CUDA
     throw ArgumentError("device '" + device +
@@ -79,6 +96,7 @@ class TorchBackend : public Backend {
     if (precision_ == "int8" && !device_.is_cpu()) {
       throw ArgumentError("precision 'int8' is a CPU model; on CUDA use 'fp16' or 'fp32'");
     }
+    if (precision_ == "int8") selectQuantizedEngine();
     {
       std::ifstream probe(options.modelPath, std::ios::binary);
       if (!probe) throw std::runtime_error("model file not found or unreadable: " + options.modelPath);
@@ -87,7 +105,9 @@ class TorchBackend : public Backend {
     try {
       module_ = torch::jit::load(options.modelPath, device_);
       module_.eval();
-      if (precision_ == "fp16") module_.to(torch::kHalf);
+#ifdef FACEDET_WITH_CUDA
+      if (device_.is_cuda()) prepareCuda(options.modelPath);
+#endif
       // A module exported unfrozen (the device-portable file) is frozen here, after the device and
       // dtype are final; an already frozen file has no parameters left and is used as it is.
       if (module_.parameters().size() > 0) module_ = torch::jit::freeze(module_);
@@ -100,8 +120,14 @@ class TorchBackend : public Backend {
   InferOutput infer(const InferInput& input) override {
     const auto start = std::chrono::steady_clock::now();
     c10::InferenceMode guard;
-    at::init_num_threads();  // OpenMP thread counts are per calling thread: libuv workers start at the
-                             // default
+    // OpenMP thread counts are per calling thread, so each of the engine's (long-lived) threads sets
+    // its own, once: at::init_num_threads() also rebuilds LibTorch's pthreadpool, which costs more than
+    // a small inference (measured: MobileNet 256² 32 ms with a call per batch, 5 ms without).
+    static thread_local bool threadsInitialised = false;
+    if (!threadsInitialised) {
+      at::init_num_threads();
+      threadsInitialised = true;
+    }
     InferOutput result;
     try {
 #ifdef FACEDET_WITH_CUDA
@@ -133,6 +159,25 @@ class TorchBackend : public Backend {
   }
 
  private:
+  // Quantised ops (quantized::conv2d, ...) dispatch on the process-wide quantised engine, and their
+  // weights are packed for it when the file is loaded: select it first. The int8 file is exported and
+  // checked with oneDNN (export_model.py --int8); QNNPACK is a fallback for LibTorch builds without it.
+  static void selectQuantizedEngine() {
+    const auto& supported = at::globalContext().supportedQEngines();
+    const auto has = [&](at::QEngine e) {
+      return std::find(supported.begin(), supported.end(), e) != supported.end();
+    };
+    if (has(at::QEngine::ONEDNN)) {
+      at::globalContext().setQEngine(at::QEngine::ONEDNN);
+    } else if (has(at::QEngine::QNNPACK)) {
+      at::globalContext().setQEngine(at::QEngine::QNNPACK);
+    } else {
+      throw ArgumentError(
+          std::string("precision 'int8' needs LibTorch's oneDNN or QNNPACK quantised engine, ") +
+          "and this LibTorch (" + TORCH_VERSION + ") has neither; use precision 'fp32'");
+    }
+  }
+
   // The batch as a CPU tensor: a view of the JS memory when packed, one copy otherwise.
   static torch::Tensor hostBatch(const InferInput& input, bool pinned) {
     const std::vector<int64_t> shape{input.n, input.c, input.h, input.w};
@@ -170,37 +215,195 @@ class TorchBackend : public Backend {
 
   InferOutput inferCpu(const InferInput& input) {
     torch::Tensor batch = hostBatch(input, false);
+    // Channels-last input lets oneDNN run its fast NHWC convolutions on the frozen graph: measured
+    // 2-4x faster for MobileNet0.25 and 1.2-1.3x for ResNet50 than NCHW (int8 models convert themselves).
+    if (precision_ == "fp32") batch = batch.contiguous(torch::MemoryFormat::ChannelsLast);
     return unpack(module_.forward({batch}));
   }
 
 #ifdef FACEDET_WITH_CUDA
-  // Each call runs on a stream of its own from LibTorch's pool, so concurrent batches overlap:
-  // staging in pinned memory, asynchronous copies, channels-last half-precision input when fp16.
+  // ---- CUDA (built only against a CUDA LibTorch) ----------------------------------------------------
+  //
+  // Streams: the engine leases a few streams of its own (FACEDET_CUDA_STREAMS, default 2) and each call
+  // runs on one of them, so concurrent batches overlap (copies of one with kernels of another) while the
+  // caching allocator, which keeps freed blocks per stream, holds at most that many sets of buffers.
+  // Calls beyond that wait for a stream.
+  //
+  // Memory: LibTorch's caching allocator keeps the blocks of every shape it has seen. The TypeScript
+  // detector pads H and W to coarse buckets on CUDA (a multiple of 128), so few shapes occur; should a
+  // caller use many more than FACEDET_CUDA_MAX_SHAPES (default 64) distinct [n, h, w] anyway, the
+  // unused cached device and pinned blocks are released and counting starts over.
+  //
+  // cuDNN autotuning (benchmark mode) is process-wide and left at LibTorch's default (off): it retunes
+  // for every new shape, which costs seconds per shape and extra workspace memory when shapes vary.
+  // FACEDET_CUDNN_BENCHMARK=1 turns it on (worth it with bucketed shapes and a warm-up per bucket; the
+  // GPU benchmark measures both), =0 forces it off.
+  void prepareCuda(const std::string& path) {
+    if (precision_ == "fp16") {
+      // A frozen TorchScript keeps its weights as graph constants, which module.to() cannot convert.
+      if (module_.parameters().size() == 0) {
+        throw ArgumentError("precision 'fp16' needs a TorchScript model that is not frozen, and " + path +
+                            " is frozen (its weights are constants): re-export the model with "
+                            "scripts/export_model.py, whose model.pt is unfrozen, or use precision 'fp32'");
+      }
+      module_.to(torch::kHalf);  // parameters and buffers (BatchNorm statistics) alike
+    }
+    // Convolution weights in channels-last, like the input, so cuDNN runs NHWC kernels without
+    // transposing; the freeze below then folds BatchNorm into them in the final dtype.
+    for (auto p : module_.parameters()) {
+      if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+    }
+    if (const char* v = std::getenv("FACEDET_CUDNN_BENCHMARK");
+        v && (std::string(v) == "1" || std::string(v) == "0")) {
+      at::globalContext().setBenchmarkCuDNN(std::string(v) == "1");
+    }
+    maxShapes_ = static_cast<size_t>(envInt("FACEDET_CUDA_MAX_SHAPES", 64, 1, 1 << 20));
+    const int streams = envInt("FACEDET_CUDA_STREAMS", 2, 1, 16);
+    for (int i = 0; i < streams; ++i)
+      freeStreams_.push_back(c10::cuda::getStreamFromPool(false, device_.index()));
+  }
+
+  static int envInt(const char* name, int fallback, int min, int max) {
+    const char* v = std::getenv(name);
+    if (!v || !*v) return fallback;
+    char* end = nullptr;
+    const long x = std::strtol(v, &end, 10);
+    if (*end != '\0' || x < min || x > max) {
+      throw ArgumentError(std::string(name) + "=" + v + " is not an integer between " + std::to_string(min) +
+                          " and " + std::to_string(max));
+    }
+    return static_cast<int>(x);
+  }
+
+  // A stream borrowed for one call.
+  class StreamLease {
+   public:
+    explicit StreamLease(TorchBackend& owner) : owner_(owner), stream_(take(owner)) {}
+    ~StreamLease() {
+      {
+        std::lock_guard<std::mutex> lock(owner_.streamMutex_);
+        owner_.freeStreams_.push_back(stream_);
+      }
+      owner_.streamAvailable_.notify_one();
+    }
+    StreamLease(const StreamLease&) = delete;
+    StreamLease& operator=(const StreamLease&) = delete;
+    c10::cuda::CUDAStream stream() const { return stream_; }
+
+   private:
+    static c10::cuda::CUDAStream take(TorchBackend& owner) {
+      std::unique_lock<std::mutex> lock(owner.streamMutex_);
+      owner.streamAvailable_.wait(lock, [&] { return !owner.freeStreams_.empty(); });
+      c10::cuda::CUDAStream s = owner.freeStreams_.back();
+      owner.freeStreams_.pop_back();
+      return s;
+    }
+    TorchBackend& owner_;
+    c10::cuda::CUDAStream stream_;
+  };
+
+  // Copies `bytes` with the intra-op threads (one thread moves a few GB/s; a 16 x 1024 x 1024 batch is
+  // 200 MB).
+  static void parallelCopy(void* dst, const void* src, size_t bytes) {
+    constexpr int64_t kGrain = 1 << 20;
+    at::parallel_for(0, static_cast<int64_t>(bytes), kGrain, [&](int64_t begin, int64_t end) {
+      std::memcpy(static_cast<char*>(dst) + begin, static_cast<const char*>(src) + begin,
+                  static_cast<size_t>(end - begin));
+    });
+  }
+
+  // One call: stage each image in pinned memory and queue its upload at once, so the upload of image i
+  // overlaps the staging of image i + 1; convert to fp16 and channels-last on the GPU in one kernel; run;
+  // bring the outputs back as float32 through pinned memory; one synchronisation at the end.
   InferOutput inferCuda(const InferInput& input) {
+    StreamLease lease(*this);
     c10::cuda::CUDAGuard deviceGuard(device_);
-    c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool(false, device_.index());
-    c10::cuda::CUDAStreamGuard streamGuard(stream);
-    torch::Tensor staged = hostBatch(input, true);
+    c10::cuda::CUDAStreamGuard streamGuard(lease.stream());
+    const std::vector<int64_t> shape{input.n, input.c, input.h, input.w};
+    const size_t imageBytes = static_cast<size_t>(input.c * input.h * input.w) * sizeof(float);
+    // Pinned blocks come from LibTorch's caching host allocator: a non-blocking copy records an event on
+    // the block, so the block is not handed out again before the copy has read it, even once `staged`
+    // is released. `staged` is also kept until after the synchronisation below.
+    torch::Tensor staged =
+        torch::empty(shape, torch::TensorOptions().dtype(torch::kFloat).pinned_memory(true));
+    // Declared after `staged`, so destroyed before it: if anything below throws, the stream is drained
+    // before the staging block can be reused (older LibTorch records the copy event only for the block's
+    // first image).
+    struct DrainOnError {
+      c10::cuda::CUDAStream stream;
+      bool armed = true;
+      ~DrainOnError() {
+        if (!armed) return;
+        try {
+          stream.synchronize();
+        } catch (...) {
+          // The error that brought us here is the one to report.
+        }
+      }
+    } drain{lease.stream()};
+    torch::Tensor uploaded = torch::empty(shape, torch::TensorOptions().dtype(torch::kFloat).device(device_));
+    char* host = static_cast<char*>(staged.data_ptr());
+    for (int64_t i = 0; i < input.n; ++i) {
+      const float* src = input.packed ? input.images[0] + i * (imageBytes / sizeof(float)) : input.images[i];
+      parallelCopy(host + i * imageBytes, src, imageBytes);
+      uploaded.select(0, i).copy_(staged.select(0, i), /*non_blocking=*/true);
+    }
     const auto dtype = precision_ == "fp16" ? torch::kHalf : torch::kFloat;
-    torch::Tensor x =
-        staged.to(device_, dtype, /*non_blocking=*/true).contiguous(torch::MemoryFormat::ChannelsLast);
+    torch::Tensor x = torch::empty(shape, torch::TensorOptions().dtype(dtype).device(device_).memory_format(
+                                              torch::MemoryFormat::ChannelsLast));
+    x.copy_(uploaded);
+    uploaded.reset();
     auto value = module_.forward({x});
     if (!value.isTuple()) throw std::runtime_error("model did not return a tuple (loc, conf, landmarks)");
     const auto& elements = value.toTupleRef().elements();
-    if (elements.size() != 3) throw std::runtime_error("model did not return 3 outputs");
-    InferOutput out;
-    std::array<torch::Tensor, 3> host;
-    for (size_t i = 0; i < 3; ++i) {
-      const auto& t = elements[i].toTensor();
-      host[i] = torch::empty(t.sizes(), torch::TensorOptions().dtype(torch::kFloat).pinned_memory(true));
-      host[i].copy_(t.to(torch::kFloat), /*non_blocking=*/true);
+    if (elements.size() != 3) {
+      throw std::runtime_error("model returned " + std::to_string(elements.size()) +
+                               " outputs, expected 3 (loc, conf, landmarks)");
     }
-    stream.synchronize();
-    // `staged` must outlive the asynchronous upload: it is released only here, after the sync.
+    std::array<torch::Tensor, 3> pinned;
+    for (size_t i = 0; i < 3; ++i) {
+      if (!elements[i].isTensor())
+        throw std::runtime_error("model output " + std::to_string(i) + " is not a tensor");
+      const torch::Tensor t = elements[i].toTensor().to(torch::kFloat).contiguous();
+      pinned[i] = torch::empty(t.sizes(), torch::TensorOptions().dtype(torch::kFloat).pinned_memory(true));
+      pinned[i].copy_(t, /*non_blocking=*/true);
+    }
+    lease.stream().synchronize();
+    drain.armed = false;
     staged.reset();
-    for (size_t i = 0; i < 3; ++i) out.tensors[i] = toOutput(host[i]);
+    // Hand JS ordinary memory: pinned blocks held by JS objects until they are garbage collected would
+    // make the pinned pool grow with every batch in flight.
+    InferOutput out;
+    for (size_t i = 0; i < 3; ++i) {
+      torch::Tensor plain = torch::empty(pinned[i].sizes(), torch::kFloat);
+      parallelCopy(plain.data_ptr(), pinned[i].data_ptr(),
+                   static_cast<size_t>(plain.numel()) * sizeof(float));
+      out.tensors[i] = toOutput(plain);
+    }
+    noteShape(input);
     return out;
   }
+
+  void noteShape(const InferInput& input) {
+    std::lock_guard<std::mutex> lock(shapeMutex_);
+    if (!shapes_.emplace(input.n, input.h, input.w).second || shapes_.size() <= maxShapes_) return;
+    shapes_.clear();
+    shapes_.emplace(input.n, input.h, input.w);
+    c10::cuda::CUDACachingAllocator::emptyCache();
+    // Deprecated in recent LibTorch (at::getHostAllocator(at::kCUDA)->empty_cache(), which older ones
+    // lack), still present in 2.14.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    at::cuda::CachingHostAllocator_emptyCache();
+#pragma GCC diagnostic pop
+  }
+
+  std::vector<c10::cuda::CUDAStream> freeStreams_;
+  std::mutex streamMutex_;
+  std::condition_variable streamAvailable_;
+  std::set<std::tuple<int64_t, int64_t, int64_t>> shapes_;
+  size_t maxShapes_ = 64;
+  std::mutex shapeMutex_;
 #endif
 
   torch::Device device_;

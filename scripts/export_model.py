@@ -5,11 +5,14 @@ Usage:
   /usr/bin/python3 scripts/export_model.py --backbone {mobilenet0.25,resnet50}
       (--weights FILE | --synthetic-weights) --out DIR
       [--reference-images DIR ...] [--raw-image FILE] [--skip-onnx] [--opset N]
+      [--int8 [--calibration-images DIR ...] [--calibration-sizes 1080,640] [--calibration-limit N]]
 
-Writes into DIR: model.pt (frozen TorchScript, device-portable), model.cpu.pt (frozen + optimised
-for CPU inference), model.onnx (unless --skip-onnx), model.json (model card), reference/raw.json with
-raw_*.bin (fixed input and eager outputs), and with --reference-images also reference/detections.json
-and reference/images/*.png.
+Writes into DIR: model.pt (scripted TorchScript, unfrozen: device- and dtype-portable; the addon freezes
+it on load), model.onnx (unless --skip-onnx),
+model.json (model card), reference/raw.json with raw_*.bin (fixed input and eager outputs), and with
+--reference-images also reference/detections.json and reference/images/*.png. With --int8 also
+model.int8.pt: static post-training int8 quantisation for LibTorch's oneDNN engine, calibrated on
+photos (default: the fixtures; see scripts/quantize_int8.py), for precision 'int8' on CPU.
 """
 
 from __future__ import annotations
@@ -138,43 +141,6 @@ def raw_input_images(raw_image: Optional[str]):
     return crops, os.path.relpath(os.path.abspath(path), REPO_DIR)
 
 
-def make_serializable(module) -> int:
-    """Make a graph produced by optimize_for_inference's oneDNN conversion loadable after torch.jit.save.
-
-    torch 1.13 writes two node kinds it cannot read back:
-      * prim::ConstantMKLDNNTensor ("required keyword attribute 'value' is undefined" on load): replaced
-        by a dense constant + aten::to_mkldnn; the convolutions stay prim::mkldnn_convolution;
-      * prim::BroadcastMKLDNNTensors (printed without its inputs): replaced by its inputs unchanged.
-        Every binary op in RetinaFace (ResNet residual adds, FPN top-down adds after an interpolate
-        to the other operand's size) combines tensors of equal shape, so the broadcast is an identity.
-    The caller verifies the saved module against eager at two input sizes. Returns the node count
-    rewritten (0 for a graph without such nodes)."""
-    import torch
-
-    graph = module.graph
-    rewritten = 0
-    for node in list(graph.nodes()):
-        if node.kind() == 'prim::ConstantMKLDNNTensor':
-            dense = node.t('value').to_dense()
-            with graph.insert_point_guard(node):
-                const = graph.insertConstant(dense)
-                no_dtype = graph.insertConstant(None)
-            convert = graph.create('aten::to_mkldnn', [const, no_dtype])
-            convert.insertBefore(node)
-            convert.output().setType(node.output().type())
-            node.output().replaceAllUsesWith(convert.output())
-            node.destroy()
-            rewritten += 1
-        elif node.kind() == 'prim::BroadcastMKLDNNTensors':
-            for value_in, value_out in zip(list(node.inputs()), list(node.outputs())):
-                value_out.replaceAllUsesWith(value_in)
-            node.destroy()
-            rewritten += 1
-    if rewritten:
-        torch._C._jit_pass_lint(graph)
-    return rewritten
-
-
 class _Check:
     """One verification input with its eager float32 outputs and, computed only when needed, the
     float32 rounding noise of eager itself (max |eager32 - eager64| per output)."""
@@ -235,37 +201,24 @@ def _save_verified(module, path: str, checks: List[_Check]) -> float:
     return worst
 
 
-def export_torchscript(model, x, out_dir: str) -> Tuple[Dict[str, str], str]:
-    """model.pt: script + freeze. model.cpu.pt: optimize_for_inference (oneDNN) made serialisable; when
-    this torch cannot load such a graph back (e.g. ResNet's prim::BroadcastMKLDNNTensors in 1.13), the
-    plain frozen graph is written instead. Both are checked against eager before being written."""
+def export_torchscript(model, x, out_dir: str) -> Dict[str, str]:
+    """model.pt: scripted, unfrozen (weights as parameters), so the addon can move it to its device and
+    dtype before freezing it. Checked against eager in the form the addon runs on CPU (frozen, fed
+    channels-last input) before being written."""
     import torch
 
     check_x = torch.randn(1, 3, 100, 140, generator=torch.Generator().manual_seed(1)) * 50.0
-    results: Dict[str, str] = {}
     with torch.no_grad():
         checks = [_Check(model, 'reference input', x), _Check(model, '100x140 input', check_x)]
-        frozen = torch.jit.freeze(torch.jit.script(model).eval())
-        worst = _save_verified(frozen, os.path.join(out_dir, 'model.pt'), checks)
-        results['model.pt'] = f'frozen, max |diff| vs eager {worst:.2g}'
-
-        cpu_path = os.path.join(out_dir, 'model.cpu.pt')
-        variant = 'onednn'
-        try:
-            cpu = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(model).eval()))
-            make_serializable(cpu)
-            worst = _save_verified(cpu, cpu_path, checks)
-        except RuntimeError as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            variant = 'frozen'
-            worst = _save_verified(frozen, cpu_path, checks)
-            results['model.cpu.pt'] = (
-                f'plain frozen graph (oneDNN graph could not be saved/loaded: {reason}), '
-                f'max |diff| vs eager {worst:.2g}'
-            )
-        else:
-            results['model.cpu.pt'] = f'optimize_for_inference (oneDNN), max |diff| vs eager {worst:.2g}'
-    return results, variant
+        scripted = torch.jit.script(model).eval()
+        worst = _save_verified(scripted, os.path.join(out_dir, 'model.pt'), checks)
+        frozen = torch.jit.freeze(torch.jit.load(os.path.join(out_dir, 'model.pt')).eval())
+        for check in checks:
+            got = frozen(check.x.contiguous(memory_format=torch.channels_last))
+            worst = max(worst, *(float((g - w).abs().max()) for g, w in zip(got, check.want)))
+        if not worst <= max(TOLERANCE, NOISE_FACTOR * max(max(c.noise()) for c in checks)):
+            raise ExportError(f'model.pt: frozen channels-last output differs from eager by {worst:.3g}')
+    return {'model.pt': f'scripted, unfrozen (frozen on load), max |diff| vs eager {worst:.2g}'}
 
 
 def _onnx_depends_on_shape(graph, name: str) -> bool:
@@ -338,7 +291,35 @@ def export_onnx(model, x, path: str, opset: int) -> str:
     return f'opset {opset}, {len(graph.node)} nodes, Resize sizes from Shape (dynamic H/W)'
 
 
-def model_card(args, weights_sha: Optional[str], onnx_written: bool, opset: int, cpu_variant: str) -> dict:
+def export_int8(args, model, raw_x, path: str) -> dict:
+    """model.int8.pt (scripts/quantize_int8.py): calibrates, quantises, saves and checks it against float."""
+    import quantize_int8 as q8
+
+    try:
+        sizes = [int(v) for v in str(args.calibration_sizes).split(',') if v.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(v < 32 for v in sizes):
+        raise ExportError(
+            f'--calibration-sizes must be integers >= 32, e.g. 1080,640 (got {args.calibration_sizes})'
+        )
+    if args.calibration_images:
+        sources = []
+        for root in args.calibration_images:
+            if not os.path.isdir(root):
+                raise ExportError(f'calibration image folder not found: {root}')
+            sources.append((os.path.abspath(root), find_images(root)))
+    else:
+        sources = q8.default_calibration_sources(os.path.join(REPO_DIR, '..', 'shared', 'fixtures'))
+        if not sources:
+            raise ExportError('--int8 needs photos to calibrate on: pass --calibration-images DIR')
+    try:
+        return q8.export_int8(model, args.backbone, path, sources, sizes, args.calibration_limit, raw_x)
+    except q8.Int8Error as exc:
+        raise ExportError(f'model.int8.pt: {exc}') from None
+
+
+def model_card(args, weights_sha: Optional[str], onnx_written: bool, opset: int) -> dict:
     import torch
 
     import retinaface_ref as ref
@@ -372,13 +353,11 @@ def model_card(args, weights_sha: Optional[str], onnx_written: bool, opset: int,
         'recommended_max_size': MAX_SIZE,
         'files': {
             'torchscript': 'model.pt',
-            'torchscript_cpu': 'model.cpu.pt',
             'onnx': 'model.onnx' if onnx_written else None,
         },
         'exported_with': {
             'torch': torch.__version__,
             'onnx_opset': opset if onnx_written else None,
-            'torchscript_cpu': cpu_variant,
         },
         'landmarks': list(ref.LANDMARK_NAMES),
     }
@@ -519,6 +498,32 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     parser.add_argument('--skip-onnx', action='store_true')
     parser.add_argument('--opset', type=int, default=13)
+    parser.add_argument(
+        '--int8',
+        action='store_true',
+        help='also write model.int8.pt (static int8 quantisation, oneDNN; calibrated on photos)',
+    )
+    parser.add_argument(
+        '--calibration-images',
+        action='append',
+        default=[],
+        metavar='DIR',
+        help='--int8: folder of photos (recursive) to calibrate on; repeatable (default: '
+        '../shared/fixtures seed-images, dlib-faces and the even half of wider-val-416)',
+    )
+    parser.add_argument(
+        '--calibration-sizes',
+        default='1080,640',
+        metavar='S,S',
+        help='--int8: each photo resized to fit each of these (never upscaled; default 1080,640)',
+    )
+    parser.add_argument(
+        '--calibration-limit',
+        type=int,
+        default=0,
+        metavar='N',
+        help='--int8: calibrate on N inputs spread over the set (default 0: all)',
+    )
     return parser.parse_args(argv)
 
 
@@ -559,7 +564,7 @@ def run(args: argparse.Namespace) -> None:
     shapes, raw_x = write_raw_reference(model, ref_dir, inputs, raw_source)
     t_raw = time.perf_counter()
 
-    ts_notes, cpu_variant = export_torchscript(model, raw_x, out_dir)
+    ts_notes = export_torchscript(model, raw_x, out_dir)
     t_ts = time.perf_counter()
 
     onnx_path = os.path.join(out_dir, 'model.onnx')
@@ -570,7 +575,18 @@ def run(args: argparse.Namespace) -> None:
         onnx_note = export_onnx(model, raw_x, onnx_path, args.opset)
     t_onnx = time.perf_counter()
 
-    card = model_card(args, weights_sha, not args.skip_onnx, args.opset, cpu_variant)
+    int8_path = os.path.join(out_dir, 'model.int8.pt')
+    int8_info = None
+    if args.int8:
+        int8_info = export_int8(args, model, raw_x, int8_path)
+    else:
+        remove_if_exists(int8_path)
+    t_int8 = time.perf_counter()
+
+    card = model_card(args, weights_sha, not args.skip_onnx, args.opset)
+    if int8_info is not None:
+        card['files']['torchscript_int8'] = 'model.int8.pt'
+        card['int8'] = int8_info
     write_json(os.path.join(out_dir, 'model.json'), card)
 
     records: List[dict] = []
@@ -583,14 +599,30 @@ def run(args: argparse.Namespace) -> None:
     print(f'{card["name"]}{" (synthetic weights)" if card["synthetic"] else ""} -> {out_dir}')
     if weights_sha:
         print(f'  weights {args.weights} sha256 {weights_sha}')
-    for name in ('model.pt', 'model.cpu.pt', 'model.onnx', 'model.json', 'reference/raw.json'):
+    listed = ('model.pt', 'model.int8.pt', 'model.onnx', 'model.json', 'reference/raw.json')
+    for name in listed:
         path = os.path.join(out_dir, name)
         if os.path.isfile(path):
             note = ts_notes.get(name) or (onnx_note if name == 'model.onnx' else '')
+            if name == 'model.int8.pt' and int8_info is not None:
+                cal = int8_info['calibration']
+                note = (
+                    f'int8 ({int8_info["engine"]}), calibrated on {cal["inputs"]} inputs '
+                    f'of {cal["images"]} images'
+                )
             print(f'  {name:<20} {human_size(os.path.getsize(path)):>10}  {note}')
     if args.skip_onnx:
         print(f'  model.onnx           {onnx_note}')
     print(f'  raw reference: ' + ', '.join(f'{k} {v}' for k, v in shapes.items()) + f' from {raw_source}')
+    if int8_info is not None:
+        for label, err in int8_info['check_vs_float'].items():
+            print(
+                f'  int8 vs float, {label} {err["shape"]}: '
+                + ', '.join(
+                    f'{k} max {err[k]["max"]:.3g} mean {err[k]["mean"]:.3g}'
+                    for k in ('loc', 'conf', 'landmarks')
+                )
+            )
     if records:
         print(f'  reference/detections.json: {len(records)} images (faces at 0.5 / at 0.02)')
         for rec in records:
@@ -600,7 +632,9 @@ def run(args: argparse.Namespace) -> None:
             )
     print(
         f'  time: model {t_model - t_start:.1f}s, raw reference {t_raw - t_model:.1f}s, '
-        f'torchscript {t_ts - t_raw:.1f}s, onnx {t_onnx - t_ts:.1f}s, detections {t_end - t_onnx:.1f}s, '
+        f'torchscript {t_ts - t_raw:.1f}s, onnx {t_onnx - t_ts:.1f}s, '
+        + (f'int8 {t_int8 - t_onnx:.1f}s, ' if args.int8 else '')
+        + f'detections {t_end - t_int8:.1f}s, '
         f'total {t_end - t_start:.1f}s'
     )
 

@@ -164,10 +164,7 @@ async function measure(argv: string[]): Promise<void> {
 
   for (const model of models) {
     const card = readModel(model.dir).card;
-    const file = path.join(
-      model.dir,
-      device === 'cpu' ? (card.files.torchscript_cpu ?? card.files.torchscript) : card.files.torchscript,
-    );
+    const file = path.join(model.dir, card.files.torchscript);
     for (const precision of precisions) {
       const overBudget = () => performance.now() - t0 > budgetMs;
       let engine: NativeEngine | undefined;
@@ -275,10 +272,7 @@ async function measure(argv: string[]): Promise<void> {
   if (sweepShapes > 0) {
     const model = sweepModel ?? models.at(-1)!;
     const card = readModel(model.dir).card;
-    const file = path.join(
-      model.dir,
-      device === 'cpu' ? (card.files.torchscript_cpu ?? card.files.torchscript) : card.files.torchscript,
-    );
+    const file = path.join(model.dir, card.files.torchscript);
     const precision: Precision = device === 'cpu' ? 'fp32' : 'fp16';
     const engine = await binding.Engine.load({ modelPath: file, device, precision, threads });
     log(`sweep: ${model.name} ${precision}, ${sweepShapes} batches of varying shapes, twice`);

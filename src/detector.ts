@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT
 // The public face detector: image inputs -> decode -> dynamic batches -> engine -> faces.
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { Batcher } from './batcher';
 import { type EngineInfo, type InferenceEngine, NativeInferenceEngine } from './engine';
-import { OnnxRuntimeEngine } from './engines/onnxruntime';
+import { OnnxRuntimeEngine, onnxRuntimeVersion } from './engines/onnxruntime';
 import { FacedetError, OverloadedError, invalidParameterError } from './errors';
 import { type ModelCard, type ModelSource, defaultModelDir, modelFile, readModel } from './model';
 import { AnchorCache, type AnchorConfig, type Face, decodeFaces, toFaces } from './postprocess';
@@ -99,7 +101,6 @@ interface Job {
 const DEFAULTS = {
   device: 'cpu',
   precision: 'fp32' as const,
-  backend: 'torch' as const,
   maxSize: 1080,
   maxPixels: 0x3fff * 0x3fff,
   // Measured on a 2-core CPU: batching gains nothing there (see README, "Batching"), so a CPU
@@ -116,6 +117,22 @@ const DEFAULTS = {
   // of padding per side (a 1080 x 720 image: 1152 x 768, about 10 % more pixels than 1088 x 736).
   padMultipleCuda: 128,
 };
+
+/**
+ * The backend when none is asked for. On CPU in fp32, ONNX Runtime when onnxruntime-node is installed
+ * and the model has its ONNX file: it measured faster than LibTorch in every cell of `npm run bench`
+ * (README, Performance). Otherwise the native LibTorch addon (CUDA, int8, or no onnxruntime-node).
+ */
+export function defaultBackend(
+  model: ModelSource,
+  device: string,
+  precision: string,
+): 'torch' | 'onnxruntime' {
+  if (device !== 'cpu' || precision !== 'fp32' || !model.card.files.onnx) return 'torch';
+  return onnxRuntimeVersion() !== undefined && fs.existsSync(path.join(model.dir, model.card.files.onnx))
+    ? 'onnxruntime'
+    : 'torch';
+}
 
 function checkInteger(name: string, value: unknown, min: number, max: number): void {
   if (
@@ -262,7 +279,7 @@ export class FaceDetector {
     const resolved: DetectorInfo['options'] = {
       device,
       precision: options.precision ?? DEFAULTS.precision,
-      backend: options.backend ?? DEFAULTS.backend,
+      backend: options.backend ?? defaultBackend(model, device, options.precision ?? DEFAULTS.precision),
       threads: options.threads ?? os.availableParallelism(),
       maxSize: options.maxSize ?? DEFAULTS.maxSize,
       maxPixels: options.maxPixels ?? DEFAULTS.maxPixels,

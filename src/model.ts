@@ -23,7 +23,7 @@ export interface ModelCard {
   };
   anchors: { min_sizes: number[][]; steps: number[]; variances: [number, number]; clip: boolean };
   recommended_max_size: number;
-  files: { torchscript: string; torchscript_cpu?: string; torchscript_int8?: string; onnx?: string };
+  files: { torchscript: string; torchscript_int8?: string; onnx?: string | null };
   landmarks: string[];
   exported_with?: Record<string, string>;
 }
@@ -91,9 +91,8 @@ export function modelFile(
 ): string {
   const { files } = model.card;
   let file: string | undefined;
-  if (backend === 'tensorrt' || backend === 'onnxruntime') file = files.onnx;
+  if (backend === 'tensorrt' || backend === 'onnxruntime') file = files.onnx ?? undefined;
   else if (precision === 'int8') file = files.torchscript_int8;
-  else if (device === 'cpu') file = files.torchscript_cpu ?? files.torchscript;
   else file = files.torchscript;
   if (!file) {
     const what = backend === 'torch' ? `a ${precision} TorchScript file` : 'an ONNX file';

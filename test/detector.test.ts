@@ -32,74 +32,80 @@ const reference = JSON.parse(
 
 let detector: FaceDetector;
 
-const equivalence = suite('detector: equals the PyTorch/NumPy reference pipeline');
-equivalence.before(async () => {
-  detector = await FaceDetector.create({ model: modelDir, warmup: [] });
-});
-equivalence.after(() => detector.dispose());
+for (const backend of ['torch', 'onnxruntime'] as const) {
+  const equivalence = suite(`detector (${backend}): equals the PyTorch/NumPy reference pipeline`);
+  equivalence.before(async () => {
+    detector = await FaceDetector.create({ model: modelDir, backend, warmup: [] });
+    assert.is(detector.info().engine.backend, backend);
+  });
+  equivalence.after(() => detector.dispose());
 
-equivalence('the reference covers the seed images and the WIDER fixtures', () => {
-  const sources = reference.images.map((i) => i.source);
-  for (const name of fs.readdirSync(path.join(FIXTURES, 'seed-images')))
-    assert.ok(sources.includes(name), name);
-  assert.ok(sources.filter((s) => s.includes('--')).length >= 6, 'WIDER images');
-});
+  equivalence('the reference covers the seed images and the WIDER fixtures', () => {
+    const sources = reference.images.map((i) => i.source);
+    for (const name of fs.readdirSync(path.join(FIXTURES, 'seed-images')))
+      assert.ok(sources.includes(name), name);
+    assert.ok(sources.filter((s) => s.includes('--')).length >= 6, 'WIDER images');
+  });
 
-equivalence(
-  'same image tensor: every face at score >= 0.5 matched at IoU >= 0.95, landmarks within 1 px',
-  async () => {
-    let total = 0;
+  equivalence(
+    'same image tensor: every face at score >= 0.5 matched at IoU >= 0.95, landmarks within 1 px',
+    async () => {
+      let total = 0;
+      for (const image of reference.images) {
+        const png = path.join(modelDir, 'reference', image.png);
+        const result = (await detector.detect(png, { maxSize: 0 })) as ImageResult;
+        const report = matchFaces(image['threshold_0.5'], result.faces.map(toRef), {
+          minScore: 0.5,
+          minIou: 0.95,
+        });
+        assert.equal(report.missing, [], `${image.source}: reference faces we missed`);
+        assert.equal(report.extra, [], `${image.source}: faces the reference does not have`);
+        assert.ok(
+          report.worstLandmarkPx <= 1,
+          `${image.source}: landmark off by ${report.worstLandmarkPx} px`,
+        );
+        total += report.matched;
+      }
+      assert.ok(total > 250, `only ${total} faces compared`);
+    },
+  );
+
+  equivalence('at the evaluation threshold (0.02) the candidates match too (top 200 by score)', async () => {
     for (const image of reference.images) {
       const png = path.join(modelDir, 'reference', image.png);
-      const result = (await detector.detect(png, { maxSize: 0 })) as ImageResult;
-      const report = matchFaces(image['threshold_0.5'], result.faces.map(toRef), {
-        minScore: 0.5,
-        minIou: 0.95,
-      });
-      assert.equal(report.missing, [], `${image.source}: reference faces we missed`);
-      assert.equal(report.extra, [], `${image.source}: faces the reference does not have`);
-      assert.ok(report.worstLandmarkPx <= 1, `${image.source}: landmark off by ${report.worstLandmarkPx} px`);
-      total += report.matched;
+      const result = await detector.detect(png, { maxSize: 0, confidenceThreshold: 0.02 });
+      const ours = result.faces.map(toRef).slice(0, image['threshold_0.02'].length);
+      const report = matchFaces(image['threshold_0.02'], ours, { minScore: 0.1, minIou: 0.95 });
+      // NMS may order near-equal scores differently: allow one face either way per image.
+      assert.ok(
+        report.missing.length <= 1 && report.extra.length <= 1,
+        `${image.source}: ${JSON.stringify(report)}`,
+      );
     }
-    assert.ok(total > 250, `only ${total} faces compared`);
-  },
-);
+  });
 
-equivalence('at the evaluation threshold (0.02) the candidates match too (top 200 by score)', async () => {
-  for (const image of reference.images) {
-    const png = path.join(modelDir, 'reference', image.png);
-    const result = await detector.detect(png, { maxSize: 0, confidenceThreshold: 0.02 });
-    const ours = result.faces.map(toRef).slice(0, image['threshold_0.02'].length);
-    const report = matchFaces(image['threshold_0.02'], ours, { minScore: 0.1, minIou: 0.95 });
-    // NMS may order near-equal scores differently: allow one face either way per image.
-    assert.ok(
-      report.missing.length <= 1 && report.extra.length <= 1,
-      `${image.source}: ${JSON.stringify(report)}`,
-    );
-  }
-});
+  equivalence('from the original files (sharp decoding and resizing), the faces still match', async () => {
+    for (const image of reference.images) {
+      const file = path.join(reference.roots[image.root]!, image.source);
+      const result = await detector.detect(file);
+      const [sx, sy] = image.scale;
+      const expected = image['threshold_0.5'].map((f) => ({
+        ...f,
+        box: [f.box[0]! / sx, f.box[1]! / sy, f.box[2]! / sx, f.box[3]! / sy],
+        landmarks: f.landmarks.map((p) => [p[0]! / sx, p[1]! / sy]),
+      }));
+      const report = matchFaces(expected, result.faces.map(toRef), {
+        minScore: 0.6,
+        minIou: 0.8,
+        scoreSlack: 0.1,
+      });
+      assert.equal(report.missing, [], `${image.source}: missed`);
+      assert.equal(report.extra, [], `${image.source}: extra`);
+    }
+  });
 
-equivalence('from the original files (sharp decoding and resizing), the faces still match', async () => {
-  for (const image of reference.images) {
-    const file = path.join(reference.roots[image.root]!, image.source);
-    const result = await detector.detect(file);
-    const [sx, sy] = image.scale;
-    const expected = image['threshold_0.5'].map((f) => ({
-      ...f,
-      box: [f.box[0]! / sx, f.box[1]! / sy, f.box[2]! / sx, f.box[3]! / sy],
-      landmarks: f.landmarks.map((p) => [p[0]! / sx, p[1]! / sy]),
-    }));
-    const report = matchFaces(expected, result.faces.map(toRef), {
-      minScore: 0.6,
-      minIou: 0.8,
-      scoreSlack: 0.1,
-    });
-    assert.equal(report.missing, [], `${image.source}: missed`);
-    assert.equal(report.extra, [], `${image.source}: extra`);
-  }
-});
-
-equivalence.run();
+  equivalence.run();
+}
 
 const behaviour = suite('detector: behaviour');
 behaviour.before(async () => {
@@ -234,7 +240,9 @@ behaviour('dispose() lets detections in flight finish, then refuses new ones', a
 
 behaviour('info() reports the engine and the model card', () => {
   const info = detector.info();
-  assert.is(info.engine.backend, 'torch');
+  // on CPU in fp32 the default is ONNX Runtime when it is installed (it is, as an optional dependency)
+  assert.is(info.engine.backend, 'onnxruntime');
+  assert.is(info.options.backend, 'onnxruntime');
   assert.is(info.engine.device, 'cpu');
   assert.is(info.model.backbone, 'mobilenet0.25');
   assert.is(info.model.synthetic, false);
@@ -250,7 +258,7 @@ resnet('runs end to end through the same API: shapes, anchor count, no faces fro
   const card = JSON.parse(fs.readFileSync(path.join(dir, 'model.json'), 'utf8'));
   assert.is(card.backbone, 'resnet50');
   assert.is(card.synthetic, true);
-  const engine = await loadBinding().Engine.load({ modelPath: path.join(dir, card.files.torchscript_cpu) });
+  const engine = await loadBinding().Engine.load({ modelPath: path.join(dir, card.files.torchscript) });
   const out = await engine.infer(new Float32Array(3 * 480 * 640), [1, 3, 480, 640]);
   const anchors = (60 * 80 + 30 * 40 + 15 * 20) * 2;
   assert.equal(out.shapes, { loc: [1, anchors, 4], conf: [1, anchors, 2], landmarks: [1, anchors, 10] });
@@ -334,7 +342,7 @@ badCalls('create: a corrupt model file -> model_invalid, with the caller in the 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-corrupt-'));
   fs.copyFileSync(path.join(modelDir, 'model.json'), path.join(dir, 'model.json'));
   const card = JSON.parse(fs.readFileSync(path.join(dir, 'model.json'), 'utf8'));
-  fs.writeFileSync(path.join(dir, card.files.torchscript_cpu), 'garbage');
+  fs.writeFileSync(path.join(dir, card.files.torchscript), 'garbage');
   const error = await rejects<FacedetError>(
     FaceDetector.create({ model: dir }),
     /could not load TorchScript model/,

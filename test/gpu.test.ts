@@ -33,7 +33,7 @@ const requireGpu = process.env.FACEDET_REQUIRE_GPU === '1';
 
 const dir = requireModel(MOBILENET_DIR);
 const card = readModel(dir).card;
-const cpuModel = path.join(dir, card.files.torchscript_cpu ?? card.files.torchscript);
+const cpuModel = path.join(dir, card.files.torchscript);
 const portableModel = path.join(dir, card.files.torchscript);
 const fixtures = process.env.FACEDET_FIXTURES ?? FIXTURES;
 

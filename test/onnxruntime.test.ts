@@ -28,7 +28,7 @@ const resnet = requireModel(RESNET50_SYNTHETIC_DIR);
 const onnxOf = (dir: string) => path.join(dir, readModel(dir).card.files.onnx!);
 const torchOf = (dir: string) => {
   const { files } = readModel(dir).card;
-  return path.join(dir, files.torchscript_cpu ?? files.torchscript);
+  return path.join(dir, files.torchscript);
 };
 const loadTorch = (dir: string) =>
   NativeInferenceEngine.load({
