@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { FaceDetector } from './detector';
+import { FaceDetector, type FaceDetectorOptions } from './detector';
 import { FacedetError } from './errors';
 import { ConfigError, configFlags, configHelp, loadConfig } from './server/config';
 import { defaultGroundTruth, runEvaluation } from './eval/cli';
@@ -89,7 +89,7 @@ const detectCommand: Command = {
   summary: 'detect faces in image files and print {"result": [...]} as JSON',
   usage:
     'facedet detect [--model DIR] [--max-size N] [--threshold T] [--nms-iou T] [--no-clip]\n' +
-    '               [--device cpu|cuda] [--threads N] [--pretty] FILE...',
+    '               [--device cpu|cuda] [--backend torch|onnxruntime|tensorrt] [--threads N] [--pretty] FILE...',
   options: {
     model: { type: 'string' },
     'max-size': { type: 'string' },
@@ -97,6 +97,7 @@ const detectCommand: Command = {
     'nms-iou': { type: 'string' },
     'no-clip': { type: 'boolean' },
     device: { type: 'string' },
+    backend: { type: 'string' },
     threads: { type: 'string' },
     pretty: { type: 'boolean' },
   },
@@ -107,6 +108,7 @@ const detectCommand: Command = {
     const detector = await FaceDetector.create({
       ...(values.model ? { model: String(values.model) } : {}),
       ...(values.device ? { device: String(values.device) } : {}),
+      ...(values.backend ? { backend: String(values.backend) as FaceDetectorOptions['backend'] } : {}),
       ...(threads !== undefined ? { threads } : {}),
       ...(maxSize !== undefined ? { maxSize } : {}),
       warmup: [],

@@ -81,6 +81,8 @@ export interface BatchTimings {
   size: number;
   shape: [number, number, number, number];
   queueMs: number[];
+  /** Time each image took to decode and resize (sharp), ms. */
+  decodeMs: number[];
   packMs: number;
   inferMs: number;
   postprocessMs: number;
@@ -95,6 +97,7 @@ export interface DetectorInfo {
 
 interface Job {
   image: DecodedImage;
+  decodeMs: number;
   options: Required<Omit<DetectOptions, 'maxSize'>>;
 }
 
@@ -383,12 +386,13 @@ export class FaceDetector {
     try {
       let image: DecodedImage;
       await this.decodeSlots.acquire();
+      const started = performance.now();
       try {
         image = await decodeImage(input, { maxSize, maxPixels: this.options.maxPixels });
       } finally {
         this.decodeSlots.release();
       }
-      const faces = await this.batcher.submit({ image, options });
+      const faces = await this.batcher.submit({ image, decodeMs: performance.now() - started, options });
       if (faces instanceof Error) throw faces;
       return faces;
     } finally {
@@ -427,6 +431,7 @@ export class FaceDetector {
       size: jobs.length,
       shape,
       queueMs,
+      decodeMs: jobs.map((j) => j.decodeMs),
       packMs: t1 - t0,
       inferMs: t2 - t1,
       postprocessMs: t3 - t2,

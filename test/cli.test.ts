@@ -47,6 +47,26 @@ detect('--threshold and --max-size are passed on; FACEDET_MODEL picks the model'
   assert.ok(strict.result[0].faces_count < loose.result[0].faces_count);
 });
 
+detect('--backend picks the engine; torch and onnxruntime find the same faces', () => {
+  const run = (backend: string) =>
+    JSON.parse(
+      facedet(['detect', '--model', modelDir, '--backend', backend, seed('diverse_group.jpg')]).stdout,
+    ).result[0] as ImageResult;
+  const torch = run('torch');
+  const ort = run('onnxruntime');
+  assert.is(torch.faces_count, 10);
+  assert.is(ort.faces_count, torch.faces_count);
+  torch.faces.forEach((face, i) => {
+    const other = ort.faces[i]!;
+    face.bounding_box.forEach((v, k) =>
+      assert.ok(Math.abs(v - other.bounding_box[k]!) < 0.5, `${v} vs ${other.bounding_box[k]}`),
+    );
+  });
+  const bogus = facedet(['detect', '--model', modelDir, '--backend', 'tflite', seed('mask.jpg')]);
+  assert.is(bogus.status, 1);
+  assert.match(bogus.stderr, /Expected one of torch, tensorrt, onnxruntime for backend but received tflite/);
+});
+
 detect('an unreadable image is a per-image error and exit code 1; the others are still printed', () => {
   const run = facedet(['detect', '--model', modelDir, seed('mask.jpg'), '/nonexistent.jpg']);
   assert.is(run.status, 1);

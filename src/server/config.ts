@@ -18,6 +18,8 @@ export interface ServerConfig {
   host: string;
   model: string | undefined;
   device: string;
+  backend: 'torch' | 'onnxruntime' | 'tensorrt' | undefined;
+  precision: 'fp32' | 'fp16' | 'int8';
   threads: number | undefined;
   maxSize: number;
   maxSizeLimit: number;
@@ -52,6 +54,8 @@ interface Setting {
   min?: number;
   max?: number;
   description: string;
+  /** For strings: the values allowed. */
+  choices?: readonly string[];
 }
 
 const MiB = 1024 * 1024;
@@ -63,6 +67,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'host', env: 'FACEDET_HOST', flag: 'host', kind: 'string', default: '0.0.0.0', description: 'address to listen on' },
   { key: 'model', env: 'FACEDET_MODEL', flag: 'model', kind: 'string', default: undefined, description: 'model folder (default: models/retinaface-mobilenet0.25)' },
   { key: 'device', env: 'FACEDET_DEVICE', flag: 'device', kind: 'string', default: 'cpu', description: "'cpu', 'cuda' or 'cuda:N'" },
+  { key: 'backend', env: 'FACEDET_BACKEND', flag: 'backend', kind: 'string', default: undefined, choices: ['torch', 'onnxruntime', 'tensorrt'], description: "inference engine: 'torch' (the native LibTorch addon), 'onnxruntime' (CPU) or 'tensorrt' (default: onnxruntime on CPU when installed, else torch)" },
+  { key: 'precision', env: 'FACEDET_PRECISION', flag: 'precision', kind: 'string', default: 'fp32', choices: ['fp32', 'fp16', 'int8'], description: "'fp32', 'fp16' (CUDA) or 'int8' (CPU, experimental; a model exported with --int8)" },
   { key: 'threads', env: 'FACEDET_THREADS', flag: 'threads', kind: 'int', default: undefined, min: 1, max: 1024, description: 'LibTorch threads (default: the CPUs available)' },
   { key: 'maxSize', env: 'FACEDET_MAX_SIZE', flag: 'max-size', kind: 'int', default: 1080, min: 0, max: 16384, description: 'default longer-side limit images are resized to (0: original size); `max_size` per request' },
   { key: 'maxSizeLimit', env: 'FACEDET_MAX_SIZE_LIMIT', flag: 'max-size-limit', kind: 'int', default: 2048, min: 0, max: 16384, description: 'largest `max_size` a request may ask for; a request\'s `max_size: 0` (original size) means this (0: no limit)' },
@@ -104,6 +110,9 @@ function parseValue(s: Setting, raw: string | boolean, source: string): number |
   const text = String(raw);
   if (s.kind === 'string') {
     if (text === '') throw new ConfigError(`${source} expects a non-empty string`);
+    if (s.choices && !s.choices.includes(text)) {
+      throw new ConfigError(`${source} expects one of ${s.choices.join(', ')}, got '${text}'`);
+    }
     return text;
   }
   if (s.kind === 'level') {

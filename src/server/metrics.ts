@@ -9,6 +9,7 @@ export type Stage =
   | 'base64_decode'
   | 'download'
   | 'detect'
+  | 'decode'
   | 'queue_wait'
   | 'pack'
   | 'infer'
@@ -85,7 +86,7 @@ export class Metrics {
       name: 'facedet_stage_duration_seconds',
       help:
         'time per stage: body_parse, base64_decode, download (per request), detect (decode + queue + ' +
-        'inference, per request), queue_wait (per image), pack, infer, postprocess (per batch), serialize',
+        'inference, per request), decode and queue_wait (per image), pack, infer, postprocess (per batch), serialize',
       labelNames: ['stage'],
       buckets: LATENCY_BUCKETS,
       registers,
@@ -113,6 +114,7 @@ export class Metrics {
     this.stageDuration.observe({ stage: 'infer' }, stats.inferMs / 1000);
     this.stageDuration.observe({ stage: 'postprocess' }, stats.postprocessMs / 1000);
     for (const ms of stats.queueMs) this.stageDuration.observe({ stage: 'queue_wait' }, ms / 1000);
+    for (const ms of stats.decodeMs) this.stageDuration.observe({ stage: 'decode' }, ms / 1000);
   };
 
   stage(stage: Stage, ms: number): void {

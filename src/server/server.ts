@@ -39,6 +39,7 @@ export function createLogger(config: Pick<ServerConfig, 'logLevel'>): Logger {
 export function detectorOptions(config: ServerConfig, metrics: Metrics): FaceDetectorOptions {
   const optional = {
     model: config.model,
+    backend: config.backend,
     threads: config.threads,
     maxBatchSize: config.maxBatchSize,
     maxQueueDelayMs: config.maxQueueDelayMs,
@@ -47,6 +48,7 @@ export function detectorOptions(config: ServerConfig, metrics: Metrics): FaceDet
   return {
     ...Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)),
     device: config.device,
+    precision: config.precision,
     maxSize: config.maxSize,
     maxPixels: config.maxPixels,
     maxQueueSize: config.maxQueueSize,
