@@ -3,7 +3,7 @@
 // int8 TorchScript against fp32 (model.pt) and ONNX Runtime, interleaved in one process,
 // and WIDER FACE AP of the whole detector with precision 'int8' against 'fp32' on the fixtures.
 //
-//   npx tsx scripts/int8_report.ts [--speed] [--ap] [--models DIR,DIR] [--sizes 512,1024]
+//   npx tsx scripts/int8_report.ts [--speed] [--ap] [--models DIR,DIR] [--sizes 512,1024] [--readme README.md]
 //                                  [--reps 7] [--iterations 5] [--threads 2] [--json FILE]
 //                                  [--extra FILE]...
 //
@@ -23,6 +23,7 @@ import { type GroundTruth, loadGroundTruth } from '../src/eval/groundtruth';
 import { detectionsFromResults, evaluate } from '../src/eval/run';
 import { SUBSETS, type Subset } from '../src/eval/widerface';
 import { readModel } from '../src/model';
+import { replaceReadmeSection } from '../src/readme';
 
 const root = path.resolve(__dirname, '..');
 const fixtures = process.env.FACEDET_FIXTURES ?? path.resolve(root, '..', 'shared', 'fixtures');
@@ -37,6 +38,7 @@ const { values } = parseArgs({
     iterations: { type: 'string', default: '5' },
     threads: { type: 'string', default: '2' },
     json: { type: 'string' },
+    readme: { type: 'string' },
     extra: { type: 'string', multiple: true },
   },
 });
@@ -224,6 +226,11 @@ async function ap(modelDir: string): Promise<ApRow[]> {
 }
 
 async function main(): Promise<void> {
+  const lines: string[] = [];
+  const out = (line: string) => {
+    lines.push(line);
+    console.log(line);
+  };
   const report: Record<string, unknown> = {
     machine: {
       cpu: os.cpus()[0]?.model,
@@ -236,15 +243,15 @@ async function main(): Promise<void> {
     const rows: SpeedRow[] = [];
     for (const dir of modelDirs) rows.push(...(await speed(dir)));
     report.speed = rows;
-    console.log(`\n### Engine only, batch 1, ${threads} threads, median of ${reps}x${iterations} (ms)\n`);
-    console.log('| model | size | engine | median ms | min–max | int8 speed-up |');
-    console.log('|---|---|---|---|---|---|');
+    out(`\n**Engine only, batch 1, ${threads} threads, median of ${reps}x${iterations} (ms)**\n`);
+    out('| model | size | engine | median ms | min–max | int8 speed-up |');
+    out('|---|---|---|---|---|---|');
     for (const row of rows) {
       const int8 = rows.find(
         (r) => r.model === row.model && r.size === row.size && r.engine.startsWith('torch int8'),
       );
       const ratio = int8 ? `${(row.medianMs / int8.medianMs).toFixed(2)}×` : '';
-      console.log(
+      out(
         `| ${row.model} | ${row.size}² | ${row.engine} | ${row.medianMs.toFixed(1)} | ` +
           `${row.minMs.toFixed(1)}–${row.maxMs.toFixed(1)} | ${row.engine.startsWith('torch int8') ? '' : ratio} |`,
       );
@@ -257,21 +264,28 @@ async function main(): Promise<void> {
       for (const row of await ap(dir)) rows.push({ model: readModel(dir).card.name, ...row });
     report.ap = rows;
     const pct = (v: number) => (v * 100).toFixed(2);
-    console.log(
-      '\n### WIDER FACE AP (%), maxSize original, threshold 0.02: fp32 / int8 (int8 − fp32, points)\n',
-    );
-    console.log('| model | fixture set | images | easy | medium | hard |');
-    console.log('|---|---|---|---|---|---|');
+    out('\n**WIDER FACE AP (%), maxSize original, threshold 0.02: fp32 / int8 (int8 − fp32, points)**\n');
+    out('| model | fixture set | images | easy | medium | hard |');
+    out('|---|---|---|---|---|---|');
     for (const row of rows) {
       const cells = SUBSETS.map(
         (s) =>
           `${pct(row.fp32[s])} / ${pct(row.int8[s])} (${row.int8[s] >= row.fp32[s] ? '+' : ''}` +
           `${((row.int8[s] - row.fp32[s]) * 100).toFixed(2)})`,
       );
-      console.log(`| ${row.model} | ${row.set} | ${row.images} | ${cells.join(' | ')} |`);
+      out(`| ${row.model} | ${row.set} | ${row.images} | ${cells.join(' | ')} |`);
     }
   }
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(report, null, 1) + '\n');
+  if (values.readme)
+    replaceReadmeSection(
+      values.readme,
+      'int8',
+      lines
+        .join('\n')
+        .replaceAll('\n### ', '\n**')
+        .replace(/^(\*\*.*)$/gm, '$1**'),
+    );
 }
 
 main().catch((error: unknown) => {

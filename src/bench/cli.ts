@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ParseArgsConfig } from 'node:util';
+import { replaceReadmeSection } from '../readme';
 import { markdownReport } from './report';
 import { DEFAULT_BATCHES, DEFAULT_SIZES, type Engine, type Measure, runBench } from './run';
 
@@ -17,6 +18,7 @@ export const benchUsage =
   'facedet bench [--model DIR]... [--size 256,512,...] [--batch 1,4,16] [--iterations N] [--threads N]\n' +
   '              [--engines torch,onnxruntime] [--only engine|whole] [--no-pytorch] [--no-ort-direct]\n' +
   '              [--full] [--max-minutes M] [--cell-seconds S] [--image FILE] [--json] [--out FILE]\n' +
+  '              [--readme FILE]\n' +
   '\n' +
   'Times the engine alone and the whole library path per image for each model, size and batch, with\n' +
   "two baselines interleaved in the same run: eager PyTorch from Python in the original project's\n" +
@@ -41,6 +43,7 @@ export const benchOptions: NonNullable<ParseArgsConfig['options']> = {
   image: { type: 'string' },
   json: { type: 'boolean' },
   out: { type: 'string' },
+  readme: { type: 'string' },
 };
 
 function int(values: Values, name: string, min: number, max: number): number | undefined {
@@ -116,6 +119,10 @@ export async function benchMain(values: Values, python: string): Promise<number>
     : path.join(process.cwd(), 'bench-results', `cpu-${stamp(new Date(report.date))}.json`);
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   fs.writeFileSync(file, JSON.stringify(report, null, 1) + '\n');
+  if (values.readme) {
+    replaceReadmeSection(String(values.readme), 'bench', markdownReport(report));
+    process.stderr.write(`[bench] README section "bench" written to ${String(values.readme)}\n`);
+  }
   if (values.json) process.stdout.write(JSON.stringify(report, null, 1) + '\n');
   else process.stdout.write(markdownReport(report) + `\n\nJSON: ${path.relative(process.cwd(), file)}\n`);
   return report.cells.some((c) => c.status === 'measured') ? 0 : 1;

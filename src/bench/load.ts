@@ -10,8 +10,9 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { parseArgs } from 'node:util';
+import { replaceReadmeSection } from '../readme';
 import { NativeInferenceEngine } from '../engine';
-import { OnnxRuntimeEngine } from '../engines/onnxruntime';
+import { OnnxRuntimeEngine, onnxRuntimeVersion } from '../engines/onnxruntime';
 import { defaultModelDir, modelFile, readModel } from '../model';
 import { decodeImage, packBatch } from '../preprocess';
 import { benchImage, defaultSourceImage } from './images';
@@ -267,7 +268,7 @@ export function loadMarkdown(report: Awaited<ReturnType<typeof runLoad>>): strin
   const m = report.machine;
   const s = report.settings;
   const lines = [
-    `## facedet serve under load — ${report.date.slice(0, 16).replace('T', ' ')} UTC`,
+    `**facedet serve under load, backend ${s.backend}** — ${report.date.slice(0, 16).replace('T', ' ')} UTC`,
     '',
     `**Machine:** ${m.cpu} (${m.cpus} CPUs), Node ${m.node}. **Server:** ${path.basename(s.model)}, backend ${s.backend}, ` +
       `${s.threads} threads, max size ${s.maxSize}, rate limit off, 127.0.0.1. **Image:** ${s.image}. ${s.durationS} s per row.`,
@@ -276,7 +277,7 @@ export function loadMarkdown(report: Awaited<ReturnType<typeof runLoad>>): strin
       `[${fmtMs(report.engineOnly.ms.min)}–${fmtMs(report.engineOnly.ms.max)}].`,
     '',
     '| concurrency | req/s | p50 ms | p99 ms | p50 ÷ engine | errors | ' +
-      'body parse | decode* | queue wait | pack | infer | postprocess | JSON | images/batch | load |',
+      'body parse | decode | queue wait | pack | infer | postprocess | JSON | images/batch | load |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
   const ms = (v: number | undefined) => (v === undefined ? '–' : fmtMs(v));
@@ -292,8 +293,7 @@ export function loadMarkdown(report: Awaited<ReturnType<typeof runLoad>>): strin
   lines.push(
     '',
     "Stage columns: mean ms per request (one image each) from the server's facedet_stage_duration_seconds; " +
-      'pack and infer and postprocess are per batch. *decode = the server\'s "detect" stage (decode + queue + ' +
-      'pack + infer + postprocess) minus the other four: the server has no decode stage of its own.',
+      'decode (sharp: decode and resize) and queue wait per image; pack, infer and postprocess per batch.',
   );
   return lines.join('\n');
 }
@@ -312,17 +312,20 @@ async function main(argv: string[]): Promise<number> {
       image: { type: 'string' },
       json: { type: 'boolean' },
       out: { type: 'string' },
+      readme: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
     process.stdout.write(
       'Usage: npm run bench:load -- [--model DIR] [--threads N] [--concurrency 1,4,8] [--duration S]\n' +
-        '                            [--warmup S] [--max-size N] [--image FILE] [--json] [--out FILE]\n',
+        '                            [--warmup S] [--max-size N] [--image FILE] [--json] [--out FILE]\n' +
+        '                            [--backend torch|onnxruntime] [--readme FILE]\n',
     );
     return 0;
   }
-  const backend = (values.backend ?? 'torch') as LoadOptions['backend'];
+  const backend = (values.backend ??
+    (onnxRuntimeVersion() ? 'onnxruntime' : 'torch')) as LoadOptions['backend'];
   if (backend !== 'torch' && backend !== 'onnxruntime')
     throw new Error(`--backend: unknown backend '${backend}'`);
   const options: LoadOptions = {
@@ -336,16 +339,12 @@ async function main(argv: string[]): Promise<number> {
     ...(values.image ? { image: values.image } : {}),
     log: (line) => process.stderr.write(`[bench:load] ${line}\n`),
   };
-  if (backend !== 'torch') {
-    throw new Error(
-      "the server has no backend setting yet: it always runs the 'torch' backend (the engine-only line would not match)",
-    );
-  }
   const report = await runLoad(options);
   const stamp = report.date.replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
   const file = values.out ?? path.join(process.cwd(), 'bench-results', `load-${stamp}.json`);
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   fs.writeFileSync(file, JSON.stringify(report, null, 1) + '\n');
+  if (values.readme) replaceReadmeSection(values.readme, `load-${backend}`, loadMarkdown(report));
   if (values.json) process.stdout.write(JSON.stringify(report, null, 1) + '\n');
   else process.stdout.write(loadMarkdown(report) + `\n\nJSON: ${path.relative(process.cwd(), file)}\n`);
   return 0;
