@@ -277,15 +277,7 @@ async function main(): Promise<void> {
     }
   }
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(report, null, 1) + '\n');
-  if (values.readme)
-    replaceReadmeSection(
-      values.readme,
-      'int8',
-      lines
-        .join('\n')
-        .replaceAll('\n### ', '\n**')
-        .replace(/^(\*\*.*)$/gm, '$1**'),
-    );
+  if (values.readme) replaceReadmeSection(values.readme, 'int8', lines.join('\n'));
 }
 
 main().catch((error: unknown) => {
