@@ -184,12 +184,13 @@ class LoadWorker : public Napi::AsyncWorker {
 
  private:
   // CPU batches run one at a time on one thread (LibTorch parallelises inside a batch); GPU backends
-  // overlap two batches on their own streams.
+  // overlap batches on their own streams or contexts, whose pools (FACEDET_CUDA_STREAMS,
+  // FACEDET_TRT_CONTEXTS) bound how many run at once.
   static std::shared_ptr<LoadedModel> withExecutor(std::unique_ptr<Backend> backend) {
     auto model = std::make_shared<LoadedModel>();
     const bool cpu = backend->info().device == "cpu";
     model->backend = std::move(backend);
-    model->executor = std::make_unique<Executor>(cpu ? 1 : 2);
+    model->executor = std::make_unique<Executor>(cpu ? 1 : 8);
     return model;
   }
 

@@ -270,7 +270,7 @@ export function loadMarkdown(report: Awaited<ReturnType<typeof runLoad>>): strin
   const lines = [
     `**facedet serve under load, backend ${s.backend}** — ${report.date.slice(0, 16).replace('T', ' ')} UTC`,
     '',
-    `**Machine:** ${m.cpu} (${m.cpus} CPUs), Node ${m.node}. **Server:** ${path.basename(s.model)}, backend ${s.backend}, ` +
+    `**Machine:** ${m.cpu} (${m.cpus} CPUs), Node ${m.node}. **Server:** ${path.basename(s.model)}${readModel(s.model).card.synthetic ? ' (SYNTHETIC weights: no faces)' : ''}, backend ${s.backend}, ` +
       `${s.threads} threads, max size ${s.maxSize}, rate limit off, 127.0.0.1. **Image:** ${s.image}. ${s.durationS} s per row.`,
     '',
     `Engine alone on that image (${report.engineOnly.shape.join('×')}): ${fmtMs(report.engineOnly.ms.median)} ms ` +
@@ -344,7 +344,10 @@ async function main(argv: string[]): Promise<number> {
   const file = values.out ?? path.join(process.cwd(), 'bench-results', `load-${stamp}.json`);
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   fs.writeFileSync(file, JSON.stringify(report, null, 1) + '\n');
-  if (values.readme) replaceReadmeSection(values.readme, `load-${backend}`, loadMarkdown(report));
+  if (values.readme) {
+    const { backbone } = readModel(options.model).card;
+    replaceReadmeSection(values.readme, `load-${backbone}-${backend}`, loadMarkdown(report));
+  }
   if (values.json) process.stdout.write(JSON.stringify(report, null, 1) + '\n');
   else process.stdout.write(loadMarkdown(report) + `\n\nJSON: ${path.relative(process.cwd(), file)}\n`);
   return 0;
