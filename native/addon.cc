@@ -26,7 +26,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   backends.Set(backends.Length(), "torch");
 #ifdef FACEDET_WITH_TENSORRT
   backends.Set(backends.Length(), "tensorrt");
-  build.Set("tensorrt", FACEDET_TENSORRT_VERSION);
+  build.Set("tensorrt", tensorRtVersion());
 #endif
   build.Set("backends", backends);
 #ifdef FACEDET_WITH_CUDA

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -78,7 +79,23 @@ class Backend {
 std::unique_ptr<Backend> createTorchBackend(const LoadOptions& options);
 #ifdef FACEDET_WITH_TENSORRT
 std::unique_ptr<Backend> createTensorRtBackend(const LoadOptions& options);
+// The version of the TensorRT library loaded at run time.
+std::string tensorRtVersion();
 #endif
+
+// An integer tuning knob from the environment (FACEDET_CUDA_STREAMS, ...): `fallback` when unset, an
+// ArgumentError naming the variable when it is not an integer in [min, max].
+inline int envInt(const char* name, int fallback, int min, int max) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long x = std::strtol(v, &end, 10);
+  if (*end != '\0' || x < min || x > max) {
+    throw ArgumentError(std::string(name) + "=" + v + " is not an integer between " + std::to_string(min) +
+                        " and " + std::to_string(max));
+  }
+  return static_cast<int>(x);
+}
 
 // Checks that a model returned the three RetinaFace outputs for a batch of n; throws otherwise.
 void validateOutputs(const InferOutput& out, int64_t n);

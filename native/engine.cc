@@ -128,10 +128,23 @@ struct Failure {
   bool failed = false;
   bool argument = false;
   std::string message;
-  void set(const std::exception& e, bool isArgument) {
+  // Runs `work`, recording any exception: backends report bad arguments as ArgumentError.
+  template <typename Work>
+  void capture(Work&& work, const char* unknown) {
+    try {
+      work();
+    } catch (const ArgumentError& e) {
+      record(e.what(), true);
+    } catch (const std::exception& e) {
+      record(e.what(), false);
+    } catch (...) {
+      record(unknown, false);
+    }
+  }
+  void record(std::string what, bool isArgument) {
     failed = true;
     argument = isArgument;
-    message = e.what();
+    message = std::move(what);
   }
   Napi::Value value(Napi::Env env) const {
     return argument ? Napi::RangeError::New(env, message).Value() : Napi::Error::New(env, message).Value();
@@ -145,22 +158,17 @@ class LoadWorker : public Napi::AsyncWorker {
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    try {
+    failure_.capture(
+        [this] {
 #ifdef FACEDET_WITH_TENSORRT
-      if (options_.backend == "tensorrt") {
-        model_ = withExecutor(createTensorRtBackend(options_));
-        return;
-      }
+          if (options_.backend == "tensorrt") {
+            model_ = withExecutor(createTensorRtBackend(options_));
+            return;
+          }
 #endif
-      model_ = withExecutor(createTorchBackend(options_));
-    } catch (const ArgumentError& e) {
-      failure_.set(e, true);
-    } catch (const std::exception& e) {
-      failure_.set(e, false);
-    } catch (...) {
-      failure_.failed = true;
-      failure_.message = "unknown error while loading " + options_.modelPath;
-    }
+          model_ = withExecutor(createTorchBackend(options_));
+        },
+        "unknown error while loading the model");
   }
 
   void OnOK() override {
@@ -217,16 +225,8 @@ class InferWorker : public Napi::AsyncWorker {
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    try {
-      model_->executor->run([this] { output_ = model_->backend->infer(input_); });
-    } catch (const ArgumentError& e) {
-      failure_.set(e, true);
-    } catch (const std::exception& e) {
-      failure_.set(e, false);
-    } catch (...) {
-      failure_.failed = true;
-      failure_.message = "unknown error during inference";
-    }
+    failure_.capture([this] { model_->executor->run([this] { output_ = model_->backend->infer(input_); }); },
+                     "unknown error during inference");
   }
 
   void OnOK() override {

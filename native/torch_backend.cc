@@ -263,18 +263,6 @@ class TorchBackend : public Backend {
       freeStreams_.push_back(c10::cuda::getStreamFromPool(false, device_.index()));
   }
 
-  static int envInt(const char* name, int fallback, int min, int max) {
-    const char* v = std::getenv(name);
-    if (!v || !*v) return fallback;
-    char* end = nullptr;
-    const long x = std::strtol(v, &end, 10);
-    if (*end != '\0' || x < min || x > max) {
-      throw ArgumentError(std::string(name) + "=" + v + " is not an integer between " + std::to_string(min) +
-                          " and " + std::to_string(max));
-    }
-    return static_cast<int>(x);
-  }
-
   // A stream borrowed for one call.
   class StreamLease {
    public:

@@ -423,18 +423,6 @@ int parseCudaDevice(const std::string& device) {
   throw ArgumentError("device '" + device + "' is not 'cpu', 'cuda' or 'cuda:N'");
 }
 
-int envInt(const char* name, int fallback, int min, int max) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return fallback;
-  char* end = nullptr;
-  const long x = std::strtol(v, &end, 10);
-  if (*end != '\0' || x < min || x > max) {
-    throw ArgumentError(std::string(name) + "=" + v + " is not an integer between " + std::to_string(min) +
-                        " and " + std::to_string(max));
-  }
-  return static_cast<int>(x);
-}
-
 std::string versionString(int32_t v) {
   // getInferLibVersion() is major * 10000 + minor * 100 + patch.
   return std::to_string(v / 10000) + "." + std::to_string((v / 100) % 100) + "." + std::to_string(v % 100);
@@ -838,6 +826,8 @@ class TensorRtBackend : public Backend {
 };
 
 }  // namespace
+
+std::string tensorRtVersion() { return versionString(getInferLibVersion()); }
 
 std::unique_ptr<Backend> createTensorRtBackend(const LoadOptions& options) {
   return std::make_unique<TensorRtBackend>(options);

@@ -102,15 +102,9 @@ if [ -n "${FACEDET_PYTHON:-}" ]; then
 fi
 
 echo "== 3. native/engine.cc and native/addon.cc with FACEDET_WITH_CUDA and FACEDET_WITH_TENSORRT (compile only)"
-version_define=()
-if ! grep -q 'FACEDET_TENSORRT_VERSION' CMakeLists.txt; then
-  echo "  WARNING: native/addon.cc uses FACEDET_TENSORRT_VERSION, which CMakeLists.txt does not define:"
-  echo "           a TensorRT build fails there. Defined here by hand to check the rest."
-  version_define=(-DFACEDET_TENSORRT_VERSION="\"$(version_of "${trt_includes[0]}")\"")
-fi
 for f in engine addon; do
   if g++ -std=c++17 "${common[@]}" "${debian_torch[@]}" "${napi[@]}" -isystem "$cuda_include" -DFACEDET_WITH_CUDA \
-    -DFACEDET_WITH_TENSORRT "${version_define[@]}" -c "native/$f.cc" -o "$tmp/$f.o"; then
+    -DFACEDET_WITH_TENSORRT -c "native/$f.cc" -o "$tmp/$f.o"; then
     ok "$f.cc with CUDA and TensorRT defined"
   else
     ko "$f.cc with CUDA and TensorRT defined"
@@ -120,11 +114,6 @@ done
 cmake_common=(-DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS=-DBUILDING_NODE_EXTENSION
   "-DCMAKE_JS_INC=$root/node_modules/node-api-headers/include;$root/node_modules/node-addon-api"
   "-DCUDAToolkit_ROOT=$(dirname "$cuda_include")")
-if [ ${#version_define[@]} -gt 0 ]; then
-  # The same stand-in for the missing CMake definition, for the CMake build of step 5.
-  echo "add_compile_definitions(FACEDET_TENSORRT_VERSION=\"$(version_of "${trt_includes[0]}")\")" > "$tmp/trt-version.cmake"
-  cmake_common+=("-DCMAKE_PROJECT_INCLUDE=$tmp/trt-version.cmake")
-fi
 
 echo "== 4. cmake -DFACEDET_TENSORRT=ON without TensorRT must stop with a clear message"
 if cmake -S . -B "$tmp/cmake-on" "${cmake_common[@]}" -DFACEDET_TENSORRT=ON -DTENSORRT_ROOT="$tmp/none" \

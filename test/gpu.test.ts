@@ -10,6 +10,7 @@ import * as assert from 'uvu/assert';
 import { FaceDetector, type ImageResult } from '../src';
 import { readModel } from '../src/model';
 import { loadBinding, type NativeEngine, type RawOutputs } from '../src/native';
+import { eventLoopTurnsDuring } from './helpers/event-loop';
 import { rejects } from './helpers/assert';
 import { matchFaces, toRef } from './helpers/faces';
 import {
@@ -87,20 +88,6 @@ async function assertSameFaces(
     `    ${label}: ${matched} faces matched over ${images.length} images, worst IoU ${worstIou.toFixed(4)}`,
   );
   assert.ok(matched >= 50, `only ${matched} faces compared`);
-}
-
-async function eventLoopTurnsDuring(work: () => Promise<unknown>): Promise<number> {
-  let turns = 0;
-  let done = false;
-  const spin = () => {
-    if (done) return;
-    turns++;
-    setImmediate(spin);
-  };
-  setImmediate(spin);
-  await work();
-  done = true;
-  return turns;
 }
 
 function inputs(count: number, shape: Shape4, seed: number): Float32Array[] {
@@ -252,7 +239,7 @@ if (torchCuda) {
     const [x] = inputs(1, shape, 3);
     await engine.infer(x!, shape); // first run: cuDNN plans, allocations
     const started = performance.now();
-    const turns = await eventLoopTurnsDuring(() => engine.infer(x!, shape));
+    const { turns } = await eventLoopTurnsDuring(() => engine.infer(x!, shape));
     const ms = performance.now() - started;
     assert.ok(turns > 20, `only ${turns} event-loop turns in ${ms.toFixed(0)} ms`);
     await engine.dispose();

@@ -8,6 +8,7 @@ import * as assert from 'uvu/assert';
 import { readModel } from '../src/model';
 import { loadBinding, type NativeEngine } from '../src/native';
 import { rejects } from './helpers/assert';
+import { eventLoopTurnsDuring } from './helpers/event-loop';
 import { MOBILENET_DIR, maxAbsDiff, rawReference, requireModel } from './helpers/model';
 
 const binding = loadBinding();
@@ -291,18 +292,7 @@ runtime('the event loop keeps turning during a large inference', async () => {
   const engine = await binding.Engine.load({ modelPath: cpuModel, threads: 2 });
   const shape: [number, number, number, number] = [4, 3, 1024, 1024];
   const input = f32(shape.reduce((a, b) => a * b));
-  let turns = 0;
-  let done = false;
-  const spin = () => {
-    if (done) return;
-    turns++;
-    setImmediate(spin);
-  };
-  const started = performance.now();
-  setImmediate(spin);
-  await engine.infer(input, shape);
-  done = true;
-  const elapsed = performance.now() - started;
+  const { turns, ms: elapsed } = await eventLoopTurnsDuring(() => engine.infer(input, shape));
   // A blocking call would allow at most one or two turns; here the loop ran all along.
   assert.ok(turns > 20, `only ${turns} event-loop turns in ${elapsed.toFixed(0)} ms`);
   await engine.dispose();

@@ -12,6 +12,7 @@ import { NativeInferenceEngine, type Shape4 } from '../src/engine';
 import { OnnxRuntimeEngine } from '../src/engines/onnxruntime';
 import { readModel } from '../src/model';
 import type { RawOutputs } from '../src/native';
+import { eventLoopTurnsDuring } from './helpers/event-loop';
 import { rejects } from './helpers/assert';
 import { matchFaces, toRef } from './helpers/faces';
 import {
@@ -188,18 +189,7 @@ runtime('the event loop keeps turning during a large inference', async () => {
   const engine = await OnnxRuntimeEngine.load({ modelPath: onnxOf(mobilenet), threads: 2 });
   const shape: Shape4 = [4, 3, 1024, 1024];
   const input = f32(shape.reduce((a, b) => a * b));
-  let turns = 0;
-  let done = false;
-  const spin = () => {
-    if (done) return;
-    turns++;
-    setImmediate(spin);
-  };
-  const started = performance.now();
-  setImmediate(spin);
-  const out = await engine.infer(input, shape);
-  done = true;
-  const elapsed = performance.now() - started;
+  const { result: out, turns, ms: elapsed } = await eventLoopTurnsDuring(() => engine.infer(input, shape));
   // onnxruntime-node's own session.run() allows one turn here; on the worker the loop runs all along.
   assert.ok(turns > 20, `only ${turns} event-loop turns in ${elapsed.toFixed(0)} ms`);
   assert.ok(out.inferMs > 0 && out.inferMs <= elapsed, `inferMs ${out.inferMs} vs ${elapsed}`);
