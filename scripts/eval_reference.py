@@ -22,7 +22,6 @@ top-k 5000 before NMS, keep-top-k 750 after.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -34,14 +33,6 @@ sys.path.insert(0, SCRIPT_DIR)
 
 class EvalReferenceError(Exception):
     pass
-
-
-def sha256_of(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_card(model_dir: str) -> dict:
@@ -61,6 +52,8 @@ def read_card(model_dir: str) -> dict:
 
 
 def resolve_weights(card: dict, model_dir: str, weights: str | None) -> str:
+    import retinaface_model as rm
+
     if weights is None:
         name = (card.get('weights') or {}).get('file')
         recorded = (card.get('weights') or {}).get('path')
@@ -78,7 +71,7 @@ def resolve_weights(card: dict, model_dir: str, weights: str | None) -> str:
         raise EvalReferenceError(f'weights file not found: {weights}')
     expected = (card.get('weights') or {}).get('sha256')
     if expected:
-        actual = sha256_of(weights)
+        actual = rm.sha256_file(weights)
         if actual != expected:
             raise EvalReferenceError(
                 f'{weights} has sha256 {actual}, but the model in the model folder was exported from {expected}'

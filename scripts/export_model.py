@@ -18,7 +18,6 @@ photos (default: the fixtures; see scripts/quantize_int8.py), for precision 'int
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -31,7 +30,6 @@ REPO_DIR = os.path.dirname(SCRIPT_DIR)
 sys.path.insert(0, SCRIPT_DIR)
 
 DEFAULT_RAW_IMAGE = os.path.join(REPO_DIR, '..', 'shared', 'fixtures', 'seed-images', 'diverse_group.jpg')
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif')
 RAW_SHAPE = (2, 3, 320, 256)  # batch, channels, height, width: not square, multiples of 32
 MAX_SIZE = 1080
 THRESHOLDS = (0.5, 0.02)
@@ -50,14 +48,6 @@ class ExportError(Exception):
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def human_size(n: int) -> str:
@@ -102,7 +92,7 @@ def make_model(args):
         rm.load_weights(model, args.weights)
     except rm.WeightsError as exc:
         raise ExportError(str(exc)) from None
-    return model, sha256_file(args.weights)
+    return model, rm.sha256_file(args.weights)
 
 
 def raw_input_images(raw_image: Optional[str]):
@@ -294,6 +284,7 @@ def export_onnx(model, x, path: str, opset: int) -> str:
 def export_int8(args, model, raw_x, path: str) -> dict:
     """model.int8.pt (scripts/quantize_int8.py): calibrates, quantises, saves and checks it against float."""
     import quantize_int8 as q8
+    import retinaface_ref as ref
 
     try:
         sizes = [int(v) for v in str(args.calibration_sizes).split(',') if v.strip()]
@@ -308,7 +299,7 @@ def export_int8(args, model, raw_x, path: str) -> dict:
         for root in args.calibration_images:
             if not os.path.isdir(root):
                 raise ExportError(f'calibration image folder not found: {root}')
-            sources.append((os.path.abspath(root), find_images(root)))
+            sources.append((os.path.abspath(root), ref.find_images(root)))
     else:
         sources = q8.default_calibration_sources(os.path.join(REPO_DIR, '..', 'shared', 'fixtures'))
         if not sources:
@@ -385,14 +376,6 @@ def write_raw_reference(model, ref_dir: str, inputs, source: str) -> Tuple[Dict[
     return shapes, torch.from_numpy(x)
 
 
-def find_images(root: str) -> List[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(os.path.join(dirpath, name))
-    return found
 
 
 def write_detections(model, ref_dir: str, roots: List[str], card_name: str, synthetic: bool) -> List[dict]:
@@ -405,7 +388,7 @@ def write_detections(model, ref_dir: str, roots: List[str], card_name: str, synt
     used_names: Dict[str, int] = {}
     records = []
     for root_index, root in enumerate(roots):
-        for path in find_images(root):
+        for path in ref.find_images(root):
             rel = os.path.relpath(path, root).replace(os.sep, '/')
             try:
                 pixels, (sx, sy) = ref.load_image_rgb(path, MAX_SIZE)
@@ -613,7 +596,7 @@ def run(args: argparse.Namespace) -> None:
             print(f'  {name:<20} {human_size(os.path.getsize(path)):>10}  {note}')
     if args.skip_onnx:
         print(f'  model.onnx           {onnx_note}')
-    print(f'  raw reference: ' + ', '.join(f'{k} {v}' for k, v in shapes.items()) + f' from {raw_source}')
+    print('  raw reference: ' + ', '.join(f'{k} {v}' for k, v in shapes.items()) + f' from {raw_source}')
     if int8_info is not None:
         for label, err in int8_info['check_vs_float'].items():
             print(

@@ -60,7 +60,6 @@ EQUALIZE_MAX_SCALE = 64.0
 # Equalisation ranges from every EQUALIZE_EVERY-th calibration input (1, 3: within the AP noise of the
 # fixtures, 3 measured a little better and is cheaper).
 EQUALIZE_EVERY = 3
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif')
 
 
 class Int8Error(Exception):
@@ -72,24 +71,18 @@ class Int8Error(Exception):
 # --------------------------------------------------------------------------------------------------
 
 
-def _images_in(root: str) -> List[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(os.path.join(dirpath, name))
-    return found
 
 
 def default_calibration_sources(fixtures: str) -> List[Tuple[str, List[str]]]:
     """The fixture images: seed-images and dlib-faces (all), wider-val-416 (the images at EVEN positions
     of its gt.json only: the odd half and wider-val stay held out for the AP evaluation)."""
+    import retinaface_ref as ref
+
     sources = []
     for name in ('seed-images', 'dlib-faces'):
         root = os.path.join(fixtures, name)
         if os.path.isdir(root):
-            sources.append((name, _images_in(root)))
+            sources.append((name, ref.find_images(root)))
     gt = os.path.join(fixtures, 'wider-val-416', 'gt.json')
     if os.path.isfile(gt):
         with open(gt, 'r', encoding='utf-8') as fh:

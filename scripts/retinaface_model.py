@@ -21,6 +21,7 @@ The code is written so that the same module can be
   * symbolically traced by torch.fx (no Python int() on tensor sizes, no data-dependent control flow).
 """
 
+import hashlib
 import os
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Tuple
@@ -252,6 +253,15 @@ def build_model(backbone: str) -> RetinaFace:
 def _shorten(keys: List[str], limit: int = 8) -> str:
     shown = ', '.join(keys[:limit])
     return shown + (f', ... ({len(keys) - limit} more)' if len(keys) > limit else '')
+
+
+def sha256_file(path: str) -> str:
+    """The sha256 of a file (weights checksums in model.json)."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_state_dict(path: str) -> 'OrderedDict[str, torch.Tensor]':

@@ -41,6 +41,7 @@ NMS (py_cpu_nms), float64, NO "+1" pixel convention:
 from __future__ import annotations
 
 import math
+import os
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -82,6 +83,20 @@ def load_image_rgb(path: str, max_size: int = 1080) -> Tuple[np.ndarray, Tuple[f
         im = im.resize((nw, nh), resample)
         sx, sy = nw / w, nh / h
     return np.asarray(im, dtype=np.uint8).copy(), (sx, sy)
+
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif')
+
+
+def find_images(root: str) -> List[str]:
+    """Image files below `root` (jpg, jpeg, png, gif), in a stable order."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(os.path.join(dirpath, name))
+    return found
 
 
 def padded_size(height: int, width: int, pad_multiple: int = 32) -> Tuple[int, int]:
