@@ -117,24 +117,25 @@ export function batchSize(images: readonly { width: number; height: number }[], 
 export function packBatch(images: readonly DecodedImage[], options: PackOptions): Batch {
   const { height: H, width: W } = batchSize(images, options.padMultiple);
   const plane = H * W;
+  // Fresh, so zero-filled: the padding needs no writes.
   const tensor = new Float32Array(images.length * 3 * plane);
   const [mb, mg, mr] = options.mean;
-  images.forEach((image, n) => {
-    const { data, width: w, height: h } = image;
+  for (let n = 0; n < images.length; n++) {
+    const { data, width: w, height: h } = images[n]!;
+    // One pass over the pixels, writing the three planes (B, G, R) of each output row together.
     const b0 = n * 3 * plane;
     const g0 = b0 + plane;
     const r0 = g0 + plane;
+    let src = 0;
     for (let y = 0; y < h; y++) {
-      let src = y * w * 3;
       const row = y * W;
-      for (let x = 0; x < w; x++) {
-        const o = row + x;
+      const end = row + w;
+      for (let o = row; o < end; o++, src += 3) {
         tensor[r0 + o] = data[src]! - mr;
         tensor[g0 + o] = data[src + 1]! - mg;
         tensor[b0 + o] = data[src + 2]! - mb;
-        src += 3;
       }
     }
-  });
+  }
   return { tensor, shape: [images.length, 3, H, W] };
 }
