@@ -6,7 +6,8 @@ import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { main } from '../src/cli';
-import { parseHistograms } from '../src/bench/load';
+import { loadMarkdown, parseHistograms } from '../src/bench/load';
+import { machineFacts } from '../src/bench/machine';
 import { markdownReport } from '../src/bench/report';
 import { type BenchReport, defaultSkip } from '../src/bench/run';
 import { fmtMs, quantile, summarize } from '../src/bench/stats';
@@ -43,6 +44,50 @@ units('bench:load reads the sums and counts of the server histograms', () => {
   const sums = parseHistograms(text);
   assert.equal(sums.get('facedet_stage_duration_seconds{stage="infer"}'), { sum: 0.25, count: 5 });
   assert.equal(sums.get('facedet_batch_size'), { sum: 7, count: 5 });
+});
+
+units('bench:load says where the time outside the network goes at concurrency 1', () => {
+  const row = (concurrency: number, p50: number) => ({
+    concurrency,
+    requests: 100,
+    requestsPerSecond: 30,
+    latencyMs: { p50, p90: p50, p99: p50, mean: p50, max: p50 },
+    errors: 0,
+    non2xx: 0,
+    stagesMs: {
+      body_parse: 0.5,
+      decode: 10,
+      queue_wait: 0.25,
+      pack: 2,
+      infer: 14,
+      postprocess: 0.2,
+      serialize: 0.05,
+    },
+    meanBatchSize: 1,
+    load: [0.5, 0.6] as [number, number],
+  });
+  const text = loadMarkdown({
+    tool: 'facedet bench:load',
+    date: '2026-11-28T05:00:00.000Z',
+    machine: machineFacts({ libtorch: null, onnxruntime: null, python: null }),
+    settings: {
+      model: requireModel(MOBILENET_DIR),
+      backend: 'onnxruntime',
+      threads: 2,
+      maxSize: 1080,
+      durationS: 15,
+      image: 'test.jpg',
+    },
+    engineOnly: { ms: summarize([20, 20, 20]), shape: [1, 3, 608, 1088] },
+    rows: [row(1, 30), row(4, 100)],
+  });
+  assert.match(text, /\| 1 \| 30\.0 \| 30 \| 30 \| 1\.50× \|/);
+  assert.match(
+    text,
+    'At concurrency 1, p50 ÷ engine is 1.50× (goal ≤ 1.15×): before the network starts, decoding and ' +
+      'resizing the JPEG takes 10.0 ms (50% of the engine time) and packing the tensor 2.00 ms; body parse, ' +
+      'queue wait, postprocess and JSON add 1.00 ms.',
+  );
 });
 
 units.run();

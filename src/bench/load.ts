@@ -16,7 +16,7 @@ import { OnnxRuntimeEngine, onnxRuntimeVersion } from '../engines/onnxruntime';
 import { defaultModelDir, modelFile, readModel } from '../model';
 import { decodeImage, packBatch } from '../preprocess';
 import { benchImage, defaultSourceImage } from './images';
-import { load1, machineFacts } from './machine';
+import { type CpuShare, cpuShare, cpuSnapshot, load1, machineFacts } from './machine';
 import { fmtMs, summarize } from './stats';
 
 export interface LoadOptions {
@@ -188,6 +188,8 @@ export interface LoadRow {
   stagesMs: Record<string, number | undefined>;
   meanBatchSize: number | undefined;
   load: [number, number];
+  /** CPU used by processes other than the server and the load generator (and stolen by the hypervisor). */
+  others?: CpuShare;
 }
 
 export async function runLoad(options: LoadOptions) {
@@ -218,8 +220,11 @@ export async function runLoad(options: LoadOptions) {
     for (const c of options.concurrency) {
       options.log(`concurrency ${c}, ${options.durationS} s ...`);
       const load0 = load1();
+      const pids = [process.pid, ...(server.child.pid !== undefined ? [server.child.pid] : [])];
       const before = await scrape(server.url);
+      const cpuFrom = cpuSnapshot(pids);
       const result = await run(c, options.durationS);
+      const cpuTo = cpuSnapshot(pids);
       const after = await scrape(server.url);
       const stage = (name: string) =>
         meanMs(before, after, `facedet_stage_duration_seconds{stage="${name}"}`);
@@ -241,6 +246,7 @@ export async function runLoad(options: LoadOptions) {
         stagesMs,
         meanBatchSize: meanOf(before, after, 'facedet_batch_size'),
         load: [load0, load1()],
+        ...(cpuFrom && cpuTo ? { others: cpuShare(cpuFrom, cpuTo) } : {}),
       });
     }
   } finally {
@@ -264,6 +270,13 @@ export async function runLoad(options: LoadOptions) {
   };
 }
 
+function otherCpu(r: LoadRow): string {
+  if (!r.others) return `load ${r.load[0]}→${r.load[1]}`;
+  return r.others.steal > 0
+    ? `${r.others.others.toFixed(2)} + ${r.others.steal.toFixed(2)} stolen`
+    : r.others.others.toFixed(2);
+}
+
 export function loadMarkdown(report: Awaited<ReturnType<typeof runLoad>>): string {
   const m = report.machine;
   const s = report.settings;
@@ -277,7 +290,7 @@ export function loadMarkdown(report: Awaited<ReturnType<typeof runLoad>>): strin
       `[${fmtMs(report.engineOnly.ms.min)}–${fmtMs(report.engineOnly.ms.max)}].`,
     '',
     '| concurrency | req/s | p50 ms | p99 ms | p50 ÷ engine | errors | ' +
-      'body parse | decode | queue wait | pack | infer | postprocess | JSON | images/batch | load |',
+      'body parse | decode | queue wait | pack | infer | postprocess | JSON | images/batch | other CPU |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
   const ms = (v: number | undefined) => (v === undefined ? '–' : fmtMs(v));
@@ -287,14 +300,34 @@ export function loadMarkdown(report: Awaited<ReturnType<typeof runLoad>>): strin
       `| ${r.concurrency} | ${r.requestsPerSecond.toFixed(1)} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ` +
         `${(r.latencyMs.p50 / report.engineOnly.ms.median).toFixed(2)}× | ${r.errors + r.non2xx} | ` +
         `${ms(st.body_parse)} | ${ms(st.decode)} | ${ms(st.queue_wait)} | ${ms(st.pack)} | ${ms(st.infer)} | ` +
-        `${ms(st.postprocess)} | ${ms(st.serialize)} | ${r.meanBatchSize?.toFixed(2) ?? '–'} | ${r.load[0]}→${r.load[1]} |`,
+        `${ms(st.postprocess)} | ${ms(st.serialize)} | ${r.meanBatchSize?.toFixed(2) ?? '–'} | ${otherCpu(r)} |`,
     );
   }
   lines.push(
     '',
     "Stage columns: mean ms per request (one image each) from the server's facedet_stage_duration_seconds; " +
-      'decode (sharp: decode and resize) and queue wait per image; pack, infer and postprocess per batch.',
+      'decode (sharp: decode and resize) and queue wait per image; pack, infer and postprocess per batch. ' +
+      'Other CPU: CPUs used by processes other than the server and the load generator while the row ran ' +
+      '(from /proc; "stolen": taken by the hypervisor).',
   );
+  const one = report.rows.find((r) => r.concurrency === 1);
+  const decode = one?.stagesMs.decode;
+  if (one && decode !== undefined) {
+    // Where the time outside the network goes at concurrency 1 (the goal: p50 ≤ 1.15× the engine).
+    const engine = report.engineOnly.ms.median;
+    const st = one.stagesMs;
+    const rest = ['body_parse', 'queue_wait', 'postprocess', 'serialize'].reduce(
+      (t, k) => t + (st[k] ?? 0),
+      0,
+    );
+    lines.push(
+      '',
+      `At concurrency 1, p50 ÷ engine is ${(one.latencyMs.p50 / engine).toFixed(2)}× (goal ≤ 1.15×): before the ` +
+        `network starts, decoding and resizing the JPEG takes ${ms(decode)} ms (${((100 * decode) / engine).toFixed(0)}% ` +
+        `of the engine time) and packing the tensor ${ms(st.pack)} ms; body parse, queue wait, postprocess and JSON ` +
+        `add ${ms(rest)} ms.`,
+    );
+  }
   return lines.join('\n');
 }
 

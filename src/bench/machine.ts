@@ -62,3 +62,61 @@ export function machineFacts(
 export function load1(): number {
   return Math.round(os.loadavg()[0]! * 100) / 100;
 }
+
+/** CPU time used on the whole machine and by the given processes up to one instant (Linux /proc). */
+export interface CpuSnapshot {
+  at: number;
+  /** Clock ticks (USER_HZ) the machine's CPUs were busy, and those the hypervisor stole. */
+  busy: number;
+  steal: number;
+  /** Clock ticks used by the given processes (all their threads). */
+  ours: number;
+}
+
+/** How much CPU other processes used between two snapshots, in CPUs (1 = one CPU all the time). */
+export interface CpuShare {
+  others: number;
+  steal: number;
+}
+
+const USER_HZ = 100;
+
+function processTicks(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return 0;
+  }
+}
+
+/** A snapshot of CPU time, or undefined where /proc is not there. */
+export function cpuSnapshot(pids: readonly number[]): CpuSnapshot | undefined {
+  let line: string | undefined;
+  try {
+    line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0];
+  } catch {
+    return undefined;
+  }
+  if (!line?.startsWith('cpu ')) return undefined;
+  // user nice system idle iowait irq softirq steal (guest time is already counted in user)
+  const [user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
+  return {
+    at: performance.now(),
+    busy: (user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0),
+    steal: steal ?? 0,
+    ours: pids.reduce((t, pid) => t + processTicks(pid), 0),
+  };
+}
+
+/** The CPU that processes other than ours used (and the hypervisor stole) between two snapshots. */
+export function cpuShare(from: CpuSnapshot, to: CpuSnapshot): CpuShare {
+  const seconds = Math.max(1e-3, (to.at - from.at) / 1000);
+  const round = (x: number) => Math.round(Math.max(0, x) * 100) / 100;
+  return {
+    others: round((to.busy - from.busy - (to.ours - from.ours)) / USER_HZ / seconds),
+    steal: round((to.steal - from.steal) / USER_HZ / seconds),
+  };
+}

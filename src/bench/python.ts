@@ -38,6 +38,11 @@ export class PythonBaseline {
     child.on('exit', (code, signal) => fail(`exited with ${signal ?? `code ${code}`}`));
   }
 
+  /** The process id of the Python process (undefined if it could not start). */
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
   static start(python: string, packageRoot: string): PythonBaseline {
     const script = path.join(packageRoot, 'scripts', 'bench_pytorch.py');
     const child = spawn(python, ['-u', script], { stdio: ['pipe', 'pipe', 'pipe'] });

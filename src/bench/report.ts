@@ -1,6 +1,14 @@
 // SPDX-License-Identifier: MIT
 // The benchmark report as markdown: machine facts, then the engine-only, whole-path and batching tables.
-import { type BenchReport, type Cell, IMPL_LABELS, type Impl, type Measure, modelLabel } from './run';
+import {
+  BUSY_CPUS,
+  type BenchReport,
+  type Cell,
+  IMPL_LABELS,
+  type Impl,
+  type Measure,
+  modelLabel,
+} from './run';
 import { fmtMs, fmtRatio } from './stats';
 
 function machineLine(r: BenchReport): string {
@@ -33,8 +41,11 @@ function table(headers: string[], rows: string[][]): string {
   return [line(headers), line(headers.map(() => '---')), ...rows.map(line)].join('\n');
 }
 
-function loadNote(c: Cell): string {
-  return c.load ? `${c.load[0]}→${c.load[1]}` : '';
+function othersNote(c: Cell): string {
+  if (!c.others) return c.load ? `load ${c.load[0]}→${c.load[1]}` : '';
+  return c.others.steal > 0
+    ? `${c.others.others.toFixed(2)} + ${c.others.steal.toFixed(2)} stolen`
+    : c.others.others.toFixed(2);
 }
 
 export function markdownReport(r: BenchReport): string {
@@ -44,9 +55,12 @@ export function markdownReport(r: BenchReport): string {
   out.push(machineLine(r), '');
   if (r.busy) {
     out.push(
-      `> **The machine was busy:** the 1-minute load average reached ${r.maxLoad} on ${r.machine.cpus} CPUs, ` +
-        'so other processes competed with these timings (multi-threaded runtimes suffer most: a thread ' +
-        'that loses its CPU stalls every barrier). Rerun on an idle machine before quoting these figures.',
+      `> **The machine was busy:** ${
+        r.maxOthers
+          ? `other processes used up to ${r.maxOthers.others} CPU and the hypervisor stole up to ${r.maxOthers.steal} CPU during a cell`
+          : `the 1-minute load average reached ${r.maxLoad}`
+      } (${r.machine.cpus} CPUs), so other work competed with these timings (multi-threaded runtimes suffer ` +
+        'most: a thread that loses its CPU stalls every barrier). Rerun on an idle machine before quoting these figures.',
       '',
     );
   }
@@ -55,8 +69,9 @@ export function markdownReport(r: BenchReport): string {
       `implementation runs once per round, in rotating order, so load from other processes hits all of them alike. ` +
       `Speed-up = baseline median ÷ ours (> 1×: ours is faster). Image: ${r.settings.image}, cropped and resized to ` +
       `size², JPEG q90. ResNet50 has SYNTHETIC weights (random backbone, silent heads: it finds no face, so its ` +
-      `whole path does no NMS work). "load" is the 1-minute load average before→after the cell ` +
-      `(above ${r.machine.cpus}, other work competed for the CPUs). ONNX Runtime engine = ours: the session on a ` +
+      `whole path does no NMS work). "other CPU" is the CPU that processes other than the benchmark's used ` +
+      `while the cell ran, in CPUs (from /proc; "stolen" is time the hypervisor gave to other machines); above ` +
+      `${BUSY_CPUS}, other work disturbed the timings. ONNX Runtime engine = ours: the session on a ` +
       `worker thread, idle threads block (no spinning); onnxruntime-node direct = the package's defaults on the ` +
       `main thread (idle threads spin), same thread count.`,
     '',
@@ -78,7 +93,7 @@ export function markdownReport(r: BenchReport): string {
           'ORT engine ÷ PyTorch',
           'ORT engine ÷ ORT direct',
           'rounds',
-          'load',
+          'other CPU',
         ],
         engineRows.map((c) => {
           const s = c.speedups?.engine ?? {};
@@ -92,7 +107,7 @@ export function markdownReport(r: BenchReport): string {
             fmtRatio(s['onnxruntime:pytorch']),
             fmtRatio(s['onnxruntime:ort-direct']),
             String(c.rounds),
-            loadNote(c),
+            othersNote(c),
           ];
         }),
       ),
@@ -117,7 +132,7 @@ export function markdownReport(r: BenchReport): string {
           'ORT engine ÷ PyTorch',
           'faces/img',
           'rounds',
-          'load',
+          'other CPU',
         ],
         wholeRows.map((c) => {
           const s = c.speedups?.whole ?? {};
@@ -134,7 +149,7 @@ export function markdownReport(r: BenchReport): string {
             fmtRatio(s['onnxruntime:pytorch']),
             faces,
             String(c.rounds),
-            loadNote(c),
+            othersNote(c),
           ];
         }),
       ),

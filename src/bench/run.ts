@@ -15,7 +15,7 @@ import { type ModelSource, modelFile, readModel } from '../model';
 import { loadBinding } from '../native';
 import { decodeImage, packBatch } from '../preprocess';
 import { type BenchImage, benchImage, defaultSourceImage } from './images';
-import { type MachineFacts, load1, machineFacts } from './machine';
+import { type CpuShare, type MachineFacts, cpuShare, cpuSnapshot, load1, machineFacts } from './machine';
 import { PythonBaseline } from './python';
 import { type Summary, summarize } from './stats';
 
@@ -92,6 +92,8 @@ export interface Cell {
   seconds?: number;
   /** 1-minute load average before and after the cell. */
   load?: [number, number];
+  /** CPU used by other processes (and stolen by the hypervisor) while the cell's rounds ran. */
+  others?: CpuShare;
   results?: Partial<Record<Measure, Partial<Record<Impl, ImplResult>>>>;
   /** Baseline median / ours median, by measure, "ours:baseline" (> 1: ours is faster). */
   speedups?: Partial<Record<Measure, Record<string, number>>>;
@@ -117,8 +119,11 @@ export interface BenchReport {
   models: { name: string; dir: string; backbone: string; synthetic: boolean; label: string }[];
   cells: Cell[];
   seconds: number;
-  /** Highest 1-minute load average seen during the run, and whether it was above the CPU count. */
+  /** Highest 1-minute load average seen during the run. */
   maxLoad: number;
+  /** Most CPU other processes used (and the hypervisor stole) in any cell, in CPUs. */
+  maxOthers?: CpuShare;
+  /** Whether other work competed for the CPUs enough to disturb the timings (see BUSY_CPUS). */
   busy: boolean;
   notes: string[];
 }
@@ -129,6 +134,23 @@ export function modelLabel(card: { backbone: string; synthetic: boolean }): stri
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * How long to wait after a run of this implementation before the next one starts, so that what it
+ * leaves running does not slow the next: ONNX Runtime's default threads spin for ≈ 20-30 ms after a
+ * run; the Python baseline's OpenBLAS threads (eager PyTorch runs some convolutions through BLAS) for
+ * ≈ 0.1 s; after a LibTorch run something (OpenMP threads, freed memory) disturbs the next run for more
+ * than 30 ms. Measured on 2 CPUs, ResNet50 512²: our ONNX Runtime engine timed 158-162 ms right after
+ * those two with a 30 ms pause, 123-129 ms on its own or with these pauses.
+ */
+function settleMs(runner: { impl: Impl }): number {
+  if (runner.impl === 'pytorch' || runner.impl === 'torch') return 200;
+  return runner.impl === 'ort-direct' ? 60 : 30;
+}
+
+/** Other processes using more than this many CPUs (or the hypervisor stealing it) disturb the timings. */
+export const BUSY_CPUS = 0.2;
+
 const packageRoot = path.resolve(__dirname, '..', '..');
 
 /** The cells the default plan leaves out, and why (`--full` runs them). */
@@ -469,6 +491,8 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
           samples.set(r, []);
           await sleep(30);
         }
+        const ourPids = [process.pid, ...(python?.pid !== undefined ? [python.pid] : [])];
+        const cpuFrom = cpuSnapshot(ourPids);
         const measuredFrom = performance.now();
         let rounds = 0;
         for (;;) {
@@ -480,9 +504,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
               samples.get(r)!.push(out.ms / batch);
               if (out.faces !== undefined) faces.set(r, out.faces);
             }
-            // Lets spinning runtime threads go idle before the next one runs (ONNX Runtime's spin for
-            // ≈ 20 ms after a run; OpenMP's for less).
-            await sleep(30);
+            await sleep(settleMs(r));
           }
           rounds++;
           const elapsed = (performance.now() - measuredFrom) / 1000;
@@ -495,6 +517,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
             break;
           }
         }
+        const cpuTo = cpuSnapshot(ourPids);
         const results: NonNullable<Cell['results']> = {};
         for (const r of runners) {
           const values = samples.get(r)!;
@@ -538,6 +561,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
           warmup: Math.max(...runners.map((r) => r.warmup)),
           seconds: Math.round(performance.now() - cellStart) / 1000,
           load: [loadBefore, load1()],
+          ...(cpuFrom && cpuTo ? { others: cpuShare(cpuFrom, cpuTo) } : {}),
           results,
           speedups,
           pairedSpeedups: paired,
@@ -572,7 +596,15 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   ];
   const loads = cells.flatMap((c) => c.load ?? []);
   const maxLoad = loads.length ? Math.max(...loads) : load1();
-  const busy = maxLoad > machine.cpus;
+  const shares = cells.flatMap((c) => (c.others ? [c.others] : []));
+  const maxOthers = shares.length
+    ? {
+        others: Math.max(...shares.map((o) => o.others)),
+        steal: Math.max(...shares.map((o) => o.steal)),
+      }
+    : undefined;
+  // The load average counts the benchmark's own threads, so it only decides where /proc is missing.
+  const busy = maxOthers ? maxOthers.others + maxOthers.steal > BUSY_CPUS : maxLoad > machine.cpus;
   return {
     tool: 'facedet bench',
     date: new Date().toISOString(),
@@ -600,6 +632,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     cells,
     seconds: Math.round(performance.now() - started) / 1000,
     maxLoad,
+    ...(maxOthers ? { maxOthers } : {}),
     busy,
     notes,
   };
