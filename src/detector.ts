@@ -408,8 +408,10 @@ export class FaceDetector {
       padMultiple: this.options.padMultiple,
     });
     const t1 = performance.now();
-    // The tensor is this batch's own: an engine on another thread may take it without a copy.
-    const outputs = await this.engine.infer(tensor, shape, { transfer: true });
+    // The tensor is this batch's own: an engine on another thread may take it without a copy. When
+    // these are the only images admitted, nothing else of ours needs the CPUs during the run.
+    const exclusive = this.admitted === jobs.length;
+    const outputs = await this.engine.infer(tensor, shape, { transfer: true, exclusive });
     const t2 = performance.now();
     const anchors = this.anchors.get(shape[2], shape[3]);
     const results = jobs.map(({ image, options }, index) => {

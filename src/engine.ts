@@ -23,6 +23,13 @@ export interface InferOptions {
    * length 0, once `infer` returns). Engines that read the memory in place (the native addon) ignore it.
    */
   transfer?: boolean;
+  /**
+   * Nothing else of the caller's is running or waiting (no image being decoded, no other batch): an
+   * engine may then keep its threads spinning for the length of this run instead of putting them to
+   * sleep between operators, which is faster when no other work needs the CPUs (ONNX Runtime with
+   * `spinning: 'exclusive'`, its default). Other engines ignore it.
+   */
+  exclusive?: boolean;
 }
 
 export interface InferenceEngine {

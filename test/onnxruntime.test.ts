@@ -245,15 +245,15 @@ runtime('transfer: true detaches an array that owns its buffer; otherwise the in
 });
 
 runtime(
-  'by default (spinning: false) the CPUs stay idle between runs; spinning: true keeps them busy',
+  "by default (spinning: 'exclusive') the CPUs stay idle between runs, exclusive or not; spinning: true keeps them busy",
   async () => {
-    const idleCpuMs = async (engine: OnnxRuntimeEngine) => {
+    const idleCpuMs = async (engine: OnnxRuntimeEngine, exclusive: boolean) => {
       const shape: Shape4 = [1, 3, 256, 256];
       const input = pseudoImage(shape);
-      const first = await engine.infer(input, shape);
+      const first = await engine.infer(input, shape, { exclusive });
       let burnt = 0;
       for (let i = 0; i < 5; i++) {
-        await engine.infer(input, shape);
+        await engine.infer(input, shape, { exclusive });
         const before = process.cpuUsage();
         await new Promise((resolve) => setTimeout(resolve, 60));
         const used = process.cpuUsage(before);
@@ -261,17 +261,26 @@ runtime(
       }
       return { first, burnt };
     };
-    const blocking = await OnnxRuntimeEngine.load({ modelPath: onnxOf(mobilenet), threads: 2 });
+    const byDefault = await OnnxRuntimeEngine.load({ modelPath: onnxOf(mobilenet), threads: 2 });
     const spinning = await OnnxRuntimeEngine.load({
       modelPath: onnxOf(mobilenet),
       threads: 2,
       spinning: true,
     });
-    const a = await idleCpuMs(spinning);
-    const b = await idleCpuMs(blocking);
-    await Promise.all([spinning.dispose(), blocking.dispose()]);
+    const a = await idleCpuMs(spinning, false);
+    const b = await idleCpuMs(byDefault, false);
+    const c = await idleCpuMs(byDefault, true);
+    await Promise.all([spinning.dispose(), byDefault.dispose()]);
+    // The two sessions behind 'exclusive' are the same model: the same outputs, bit for bit.
     assert.is(maxAbsDiff(a.first.conf, b.first.conf), 0);
-    assert.ok(b.burnt < a.burnt / 2, `CPU ms while idle: spinning ${a.burnt}, not spinning ${b.burnt}`);
+    assert.is(maxAbsDiff(b.first.loc, c.first.loc), 0);
+    assert.is(maxAbsDiff(b.first.conf, c.first.conf), 0);
+    assert.is(maxAbsDiff(b.first.landmarks, c.first.landmarks), 0);
+    assert.ok(b.burnt < a.burnt / 2, `CPU ms while idle: spinning ${a.burnt}, default ${b.burnt}`);
+    assert.ok(
+      c.burnt < a.burnt / 2,
+      `CPU ms while idle: spinning ${a.burnt}, after exclusive runs ${c.burnt}`,
+    );
   },
 );
 
@@ -412,7 +421,7 @@ const loadCases: [string, unknown, string | RegExp, string | (new (...args: neve
   [
     'spinning a string',
     { modelPath: 'x.onnx', spinning: 'no' },
-    'Expected boolean for spinning but received no of type string',
+    "Expected boolean or 'exclusive' for spinning but received no of type string",
     TypeError,
   ],
   [

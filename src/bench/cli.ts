@@ -108,7 +108,7 @@ export async function benchMain(values: Values, python: string): Promise<number>
     full: Boolean(values.full),
     maxMinutes: int(values, 'max-minutes', 0, 10_000) ?? 9,
     cellSeconds,
-    minRounds: 5,
+    minRounds: 4,
     maxRounds: 25,
     ...(values.image ? { image: String(values.image) } : {}),
     python,

@@ -168,7 +168,7 @@ async function engineOnly(
     for (let i = 0; i < 12; i++) {
       const input = tensor.slice();
       const t0 = performance.now();
-      await engine.infer(input, shape, { transfer: true });
+      await engine.infer(input, shape, { transfer: true, exclusive: true });
       if (i >= 2) times.push(performance.now() - t0);
     }
   } finally {

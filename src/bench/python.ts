@@ -45,7 +45,12 @@ export class PythonBaseline {
 
   static start(python: string, packageRoot: string): PythonBaseline {
     const script = path.join(packageRoot, 'scripts', 'bench_pytorch.py');
-    const child = spawn(python, ['-u', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+    // OpenBLAS on one thread unless the caller says otherwise: the baseline's best setting here. Eager
+    // PyTorch runs some convolutions through BLAS, and OpenBLAS's threads then busy-wait beside
+    // PyTorch's OpenMP threads on the same CPUs: measured on 2 CPUs under steady runs, MobileNet0.25 512²
+    // network 48 ms with its default threads, 9.9 ms with one (ResNet50 512²: 161 and 158 ms).
+    const env = { ...process.env, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? '1' };
+    const child = spawn(python, ['-u', script], { stdio: ['pipe', 'pipe', 'pipe'], env });
     return new PythonBaseline(child);
   }
 

@@ -3,6 +3,8 @@
 import {
   BUSY_CPUS,
   type BenchReport,
+  IDLE_MS,
+  WARM_MS,
   type Cell,
   IMPL_LABELS,
   type Impl,
@@ -65,15 +67,16 @@ export function markdownReport(r: BenchReport): string {
     );
   }
   out.push(
-    `Milliseconds **per image**: median [min–max] over interleaved rounds (${r.settings.rounds}); every ` +
-      `implementation runs once per round, in rotating order, so load from other processes hits all of them alike. ` +
+    `Milliseconds **per image**: median [min–max] over interleaved rounds (${r.settings.rounds}); in every ` +
+      `round each implementation runs back to back for ${WARM_MS} ms, then once timed (warm, as under steady traffic), ` +
+      `in rotating order, with a pause after each long enough for its idle threads to stop spinning. ` +
       `Speed-up = baseline median ÷ ours (> 1×: ours is faster). Image: ${r.settings.image}, cropped and resized to ` +
       `size², JPEG q90. ResNet50 has SYNTHETIC weights (random backbone, silent heads: it finds no face, so its ` +
       `whole path does no NMS work). "other CPU" is the CPU that processes other than the benchmark's used ` +
       `while the cell ran, in CPUs (from /proc; "stolen" is time the hypervisor gave to other machines); above ` +
       `${BUSY_CPUS}, other work disturbed the timings. ONNX Runtime engine = ours: the session on a ` +
-      `worker thread, idle threads block (no spinning); onnxruntime-node direct = the package's defaults on the ` +
-      `main thread (idle threads spin), same thread count.`,
+      `worker thread, its threads spinning during a run when nothing else is pending (as here) and asleep between runs; onnxruntime-node direct = the package's defaults on the ` +
+      `main thread (idle threads spin), same thread count. Baselines: ${r.settings.baselines.join('; ')}.`,
     '',
   );
 
@@ -152,6 +155,43 @@ export function markdownReport(r: BenchReport): string {
             othersNote(c),
           ];
         }),
+      ),
+      '',
+    );
+  }
+
+  const idleRows = wholeRows.filter((c) => Object.values(c.results?.whole ?? {}).some((r) => r?.afterIdle));
+  if (idleRows.length) {
+    const impls: Impl[] = ['torch', 'onnxruntime', 'pytorch'];
+    const idle = (c: Cell, i: Impl) => c.results?.whole?.[i]?.afterIdle;
+    const ratio = (c: Cell, i: Impl) => {
+      const ours = idle(c, i);
+      const base = idle(c, 'pytorch');
+      return ours?.n && base?.n ? fmtRatio(base.median / ours.median) : '–';
+    };
+    out.push(
+      `### Whole path after ${IDLE_MS / 1000} s idle, batch 1 (a sporadic request; the tables above are warm)`,
+      '',
+      table(
+        [
+          'model',
+          'size',
+          'facedet, LibTorch',
+          'facedet, ONNX Runtime',
+          'original-style PyTorch (baseline)',
+          'LibTorch ÷ PyTorch',
+          'ORT engine ÷ PyTorch',
+        ],
+        idleRows.map((c) => [
+          cellLabel(c),
+          `${c.size}²`,
+          ...impls.map((i) => {
+            const r = idle(c, i);
+            return r?.n ? `${fmtMs(r.median)} [${fmtMs(r.min)}–${fmtMs(r.max)}]` : '–';
+          }),
+          ratio(c, 'torch'),
+          ratio(c, 'onnxruntime'),
+        ]),
       ),
       '',
     );

@@ -8,8 +8,8 @@ export interface WorkerData {
   ortPath: string;
   modelPath: string;
   threads: number;
-  /** ONNX Runtime's intra-op threads spin-wait for work (its default) or block at once. */
-  spinning: boolean;
+  /** See OnnxRuntimeLoadOptions.spinning. */
+  spinning: boolean | 'exclusive';
   /** Int32Array view: [RUNNING] runs started and not finished, [EXITING] 1 once the process exits. */
   state: SharedArrayBuffer;
 }
@@ -19,7 +19,7 @@ export const EXITING = 1;
 
 /** Main thread -> worker. */
 export type WorkerRequest =
-  { type: 'infer'; id: number; input: Float32Array; shape: Shape4 } | { type: 'close' };
+  { type: 'infer'; id: number; input: Float32Array; shape: Shape4; exclusive: boolean } | { type: 'close' };
 
 /** Worker -> main thread. */
 export type WorkerReply =

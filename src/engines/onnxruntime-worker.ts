@@ -55,6 +55,8 @@ function loaded(state: Int32Array): void {
 interface Loaded {
   ort: typeof Ort;
   session: Ort.InferenceSession;
+  /** With spinning 'exclusive': the session for runs marked exclusive. */
+  exclusive: Ort.InferenceSession | undefined;
   inputName: string;
 }
 
@@ -73,16 +75,23 @@ async function load(data: WorkerData, post: (reply: WorkerReply) => void): Promi
     return undefined;
   }
   let session: Ort.InferenceSession;
-  try {
-    if (Atomics.load(new Int32Array(data.state), EXITING)) throw new Error('the process is exiting');
-    session = await ort.InferenceSession.create(data.modelPath, {
+  let exclusive: Ort.InferenceSession | undefined;
+  const create = (extra: Record<string, string>) =>
+    ort.InferenceSession.create(data.modelPath, {
       intraOpNumThreads: data.threads,
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
       executionProviders: ['cpu'],
-      ...(data.spinning ? {} : { extra: { 'session.intra_op.allow_spinning': '0' } }),
+      extra,
     });
+  try {
+    if (Atomics.load(new Int32Array(data.state), EXITING)) throw new Error('the process is exiting');
+    // spinning true: ONNX Runtime's defaults (threads spin between runs too). Otherwise a session whose
+    // threads block at once, and with 'exclusive' a second one whose threads spin during a run and
+    // stop when it returns (session.force_spinning_stop), for the runs the caller marks exclusive.
+    session = await create(data.spinning === true ? {} : { 'session.intra_op.allow_spinning': '0' });
+    if (data.spinning === 'exclusive') exclusive = await create({ 'session.force_spinning_stop': '1' });
   } catch (error) {
     post({
       type: 'load_error',
@@ -101,9 +110,10 @@ async function load(data: WorkerData, post: (reply: WorkerReply) => void): Promi
         `[${session.outputNames.join(', ')}]`,
     });
     await session.release();
+    await exclusive?.release();
     return undefined;
   }
-  return { ort, session, inputName: session.inputNames[0]! };
+  return { ort, session, exclusive, inputName: session.inputNames[0]! };
 }
 
 async function main(): Promise<void> {
@@ -120,17 +130,18 @@ async function main(): Promise<void> {
     loaded(state);
   }
   if (!ready) return;
-  const { ort, session, inputName } = ready;
+  const { ort, session, exclusive, inputName } = ready;
 
   port.on('message', (request: WorkerRequest) => {
     if (request.type === 'close') {
-      session.release().then(
+      Promise.allSettled([session.release(), exclusive?.release()]).then(
         () => post({ type: 'closed' }),
         () => post({ type: 'closed' }),
       );
       return;
     }
     const { id, input, shape } = request;
+    const runner = (request.exclusive && exclusive) || session;
     void (async () => {
       // Counted before the exit flag is read (both sequentially consistent): the main thread's exit
       // handler either sees this run and waits for it, or this run sees the flag and does not start.
@@ -141,7 +152,7 @@ async function main(): Promise<void> {
         if (Atomics.load(state, EXITING)) throw new Error('the process is exiting');
         const feed = new ort.Tensor('float32', input, shape);
         const t0 = performance.now();
-        result = await session.run({ [inputName]: feed });
+        result = await runner.run({ [inputName]: feed });
         inferMs = performance.now() - t0;
       } catch (error) {
         post({ type: 'error', id, message: messageOf(error) });

@@ -31,14 +31,20 @@ export interface OnnxRuntimeLoadOptions {
   /** ONNX Runtime intra-op threads (inter-op is 1); default: the number of CPUs available. */
   threads?: number;
   /**
-   * Whether idle intra-op threads spin-wait for work (ONNX Runtime's own default) or block (ours,
-   * false). Spinning threads keep a CPU busy for ≈ 20-30 ms after each run and lose badly as soon as
-   * anything else wants the CPUs. Measured on 2 cores, MobileNet0.25 at 1088x608: idle machine, the
-   * same (network ≈ 15-16 ms, decode + infer ≈ 30 ms per image either way; spinning is ≈ 4 ms faster
-   * at 512² alone); one other busy process, network 23 ms blocking vs 37 ms spinning, decode + infer
-   * 36 vs 59 ms.
+   * What ONNX Runtime's intra-op threads do while they wait for work:
+   * - `'exclusive'` (default): two sessions of the model. Runs the caller marks `exclusive` (the
+   *   detector does when nothing else of its own is pending) use one whose threads spin for the length
+   *   of the run and stop when it returns; the others use one whose threads block at once, so decoding
+   *   and other requests get the CPUs. Costs a second copy of the weights.
+   * - `false`: one session, threads block at once.
+   * - `true`: ONNX Runtime's own default: threads keep spinning for ≈ 20-30 ms after every run too.
+   *
+   * Measured on 2 CPUs, MobileNet0.25 1088x608, network alone: blocking 14.0 ms, spinning during the
+   * run 12.9 ms, ONNX Runtime's default 13.0 ms (at 512²: 6.8, 5.9, 5.0 ms); with one other busy
+   * process on the machine, blocking 19 ms and spinning 22 ms; the server at concurrency 4 served 38-41
+   * requests/s with blocking threads and 36 with spinning ones (decoding competes with them).
    */
-  spinning?: boolean;
+  spinning?: boolean | 'exclusive';
 }
 
 export const ONNXRUNTIME_INSTALL_HINT =
@@ -163,8 +169,10 @@ export class OnnxRuntimeEngine implements InferenceEngine {
     if (!(Number.isInteger(threads) && threads >= 1 && threads <= 1024)) {
       throw invalidParameterError('threads', 'integer between 1 and 1024', threads);
     }
-    const spinning = options.spinning ?? false;
-    if (typeof spinning !== 'boolean') throw invalidParameterError('spinning', 'boolean', spinning);
+    const spinning = options.spinning ?? 'exclusive';
+    if (typeof spinning !== 'boolean' && spinning !== 'exclusive') {
+      throw invalidParameterError('spinning', "boolean or 'exclusive'", spinning);
+    }
     const ortPath = resolveOnnxRuntime();
     if (!fs.existsSync(modelPath)) {
       throw withCallSite(new FacedetError('model_not_found', `model file not found: ${modelPath}`), callSite);
@@ -230,7 +238,13 @@ export class OnnxRuntimeEngine implements InferenceEngine {
     const id = this.nextId++;
     const result = new Promise<RawOutputs>((resolve, reject) => this.pending.set(id, { resolve, reject }));
     if (this.pending.size === 1) this.worker.ref();
-    const request: WorkerRequest = { type: 'infer', id, input: data, shape: [...shape] as Shape4 };
+    const request: WorkerRequest = {
+      type: 'infer',
+      id,
+      input: data,
+      shape: [...shape] as Shape4,
+      exclusive: options.exclusive === true,
+    };
     this.worker.postMessage(request, [data.buffer as ArrayBuffer]);
     try {
       return await result;
