@@ -74,6 +74,8 @@ class Backend {
   // Runs one batch. Safe to call from several threads at once.
   virtual InferOutput infer(const InferInput& input) = 0;
   virtual BackendInfo info() const = 0;
+  // How many batches it runs at once: the engine gives it that many threads of its own.
+  virtual int concurrency() const { return 1; }
 };
 
 std::unique_ptr<Backend> createTorchBackend(const LoadOptions& options);

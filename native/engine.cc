@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -192,13 +193,14 @@ class LoadWorker : public Napi::AsyncWorker {
 
  private:
   // CPU batches run one at a time on one thread (LibTorch parallelises inside a batch); GPU backends
-  // overlap batches on their own streams or contexts, whose pools (FACEDET_CUDA_STREAMS,
-  // FACEDET_TRT_CONTEXTS) bound how many run at once.
+  // overlap batches on their own streams or contexts: one thread per stream or context
+  // (FACEDET_CUDA_STREAMS, FACEDET_TRT_CONTEXTS). Threads are few and long-lived because LibTorch keeps
+  // per-thread state (OpenMP teams on CPU, cuDNN execution plans on CUDA) that a new thread rebuilds.
   static std::shared_ptr<LoadedModel> withExecutor(std::unique_ptr<Backend> backend) {
     auto model = std::make_shared<LoadedModel>();
-    const bool cpu = backend->info().device == "cpu";
+    const size_t threads = static_cast<size_t>(std::max(1, backend->concurrency()));
     model->backend = std::move(backend);
-    model->executor = std::make_unique<Executor>(cpu ? 1 : 8);
+    model->executor = std::make_unique<Executor>(threads);
     return model;
   }
 

@@ -17,6 +17,8 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/passes/tensorexpr_fuser.h>
 
 #include <condition_variable>
 #include <cstdlib>
@@ -105,12 +107,15 @@ class TorchBackend : public Backend {
     try {
       module_ = torch::jit::load(options.modelPath, device_);
       module_.eval();
-#ifdef FACEDET_WITH_CUDA
-      if (device_.is_cuda()) prepareCuda(options.modelPath);
-#endif
-      // A module exported unfrozen (the device-portable file) is frozen here, after the device and
-      // dtype are final; an already frozen file has no parameters left and is used as it is.
+      // A module exported unfrozen (the device-portable file) is frozen here, on its device and in
+      // float32, so BatchNorm folds into the convolutions at full precision even for an fp16 run (folded
+      // in fp16, MobileNet0.25's early BatchNorms, with running variances near 1e-5 and means near 1000,
+      // lose everything: max |conf - CPU conf| 0.56, measured on an H200 and reproduced by rounding on the
+      // CPU). An already frozen file has no parameters left and is used as it is.
       if (module_.parameters().size() > 0) module_ = torch::jit::freeze(module_);
+#ifdef FACEDET_WITH_CUDA
+      if (device_.is_cuda()) prepareCuda();
+#endif
     } catch (const c10::Error& e) {
       throw std::runtime_error("could not load TorchScript model " + options.modelPath + ": " +
                                torchMessage(e));
@@ -147,6 +152,8 @@ class TorchBackend : public Backend {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     return result;
   }
+
+  int concurrency() const override { return concurrency_; }
 
   BackendInfo info() const override {
     BackendInfo info;
@@ -224,10 +231,10 @@ class TorchBackend : public Backend {
 #ifdef FACEDET_WITH_CUDA
   // ---- CUDA (built only against a CUDA LibTorch) ----------------------------------------------------
   //
-  // Streams: the engine leases a few streams of its own (FACEDET_CUDA_STREAMS, default 2) and each call
-  // runs on one of them, so concurrent batches overlap (copies of one with kernels of another) while the
-  // caching allocator, which keeps freed blocks per stream, holds at most that many sets of buffers.
-  // Calls beyond that wait for a stream.
+  // Streams: the engine has FACEDET_CUDA_STREAMS streams of its own (default 1) and as many threads;
+  // each call runs on one of them. More than one lets concurrent batches overlap (copies of one with
+  // kernels of another), at the cost of one more set of cached buffers and of cuDNN plans per thread
+  // (built, or tuned with FACEDET_CUDNN_BENCHMARK=1, on each thread's first call of each shape).
   //
   // Memory: LibTorch's caching allocator keeps the blocks of every shape it has seen. The TypeScript
   // detector pads H and W to coarse buckets on CUDA (a multiple of 128), so few shapes occur; should a
@@ -237,30 +244,51 @@ class TorchBackend : public Backend {
   // cuDNN autotuning (benchmark mode) is process-wide and left at LibTorch's default (off): it retunes
   // for every new shape, which costs seconds per shape and extra workspace memory when shapes vary.
   // FACEDET_CUDNN_BENCHMARK=1 turns it on (worth it with bucketed shapes and a warm-up per bucket; the
-  // GPU benchmark measures both), =0 forces it off.
-  void prepareCuda(const std::string& path) {
-    if (precision_ == "fp16") {
-      // A frozen TorchScript keeps its weights as graph constants, which module.to() cannot convert.
-      if (module_.parameters().size() == 0) {
-        throw ArgumentError("precision 'fp16' needs a TorchScript model that is not frozen, and " + path +
-                            " is frozen (its weights are constants): re-export the model with "
-                            "scripts/export_model.py, whose model.pt is unfrozen, or use precision 'fp32'");
-      }
-      module_.to(torch::kHalf);  // parameters and buffers (BatchNorm statistics) alike
+  // GPU benchmark measures both), =0 forces it off. cuDNN's plans (tuned or not) are cached per thread:
+  // the engine runs its calls on as many long-lived threads as it has streams.
+  void prepareCuda() {
+    // The frozen graph holds the weights as constants: convert them to the run's dtype, and the
+    // convolution weights to channels-last like the input, so cuDNN runs NHWC kernels without transposing.
+    convertConstants(module_.get_method("forward").graph()->block(),
+                     precision_ == "fp16" ? torch::kHalf : torch::kFloat);
+    // fp32 means fp32: cuDNN's TF32 convolutions (LibTorch's default on Ampere and later GPUs) keep 10
+    // mantissa bits, enough to move scores by 1e-3 and flip NMS between near-equal neighbours.
+    // Process-wide; FACEDET_CUDA_TF32=1 leaves TF32 on.
+    if (precision_ == "fp32" && envInt("FACEDET_CUDA_TF32", 0, 0, 1) == 0) {
+      at::globalContext().setAllowTF32CuDNN(false);
     }
-    // Convolution weights in channels-last, like the input, so cuDNN runs NHWC kernels without
-    // transposing; the freeze below then folds BatchNorm into them in the final dtype.
-    for (auto p : module_.parameters()) {
-      if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
-    }
+    // TorchScript's fuser (NNC) compiles fused kernels for each new input shape to merge a few elementwise
+    // ops beside cuDNN's convolutions. Off unless FACEDET_CUDA_FUSER=1 (process-wide; CPU fusion is off
+    // in LibTorch by default anyway).
+    torch::jit::setTensorExprFuserEnabled(envInt("FACEDET_CUDA_FUSER", 0, 0, 1) == 1);
     if (const char* v = std::getenv("FACEDET_CUDNN_BENCHMARK");
         v && (std::string(v) == "1" || std::string(v) == "0")) {
       at::globalContext().setBenchmarkCuDNN(std::string(v) == "1");
     }
     maxShapes_ = static_cast<size_t>(envInt("FACEDET_CUDA_MAX_SHAPES", 64, 1, 1 << 20));
-    const int streams = envInt("FACEDET_CUDA_STREAMS", 2, 1, 16);
+    const int streams = envInt("FACEDET_CUDA_STREAMS", 1, 1, 16);
     for (int i = 0; i < streams; ++i)
       freeStreams_.push_back(c10::cuda::getStreamFromPool(false, device_.index()));
+    concurrency_ = streams;
+  }
+
+  static void convertConstants(torch::jit::Block* block, c10::ScalarType dtype) {
+    for (torch::jit::Node* node : block->nodes()) {
+      for (torch::jit::Block* inner : node->blocks()) convertConstants(inner, dtype);
+      if (node->kind() != c10::prim::Constant || !node->hasAttribute(c10::attr::value)) continue;
+      at::Tensor t;
+      if (node->kindOf(c10::attr::value) == torch::jit::AttributeKind::t) {
+        t = node->t(c10::attr::value);
+      } else if (node->kindOf(c10::attr::value) == torch::jit::AttributeKind::ival &&
+                 node->ival(c10::attr::value).isTensor()) {
+        t = node->ival(c10::attr::value).toTensor();
+      }
+      if (!t.defined() || !t.is_floating_point()) continue;
+      at::Tensor converted = t.to(dtype);
+      if (converted.dim() == 4) converted = converted.contiguous(at::MemoryFormat::ChannelsLast);
+      node->output()->inferTypeFrom(converted);
+      node->t_(c10::attr::value, converted);
+    }
   }
 
   // A stream borrowed for one call.
@@ -397,6 +425,7 @@ class TorchBackend : public Backend {
   torch::Device device_;
   std::string precision_;
   int threads_ = 0;
+  int concurrency_ = 1;
   torch::jit::Module module_;
 };
 

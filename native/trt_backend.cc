@@ -634,6 +634,8 @@ class TensorRtBackend : public Backend {
     return out;
   }
 
+  int concurrency() const override { return static_cast<int>(slots_.size()); }
+
   BackendInfo info() const override {
     BackendInfo info;
     info.backend = "tensorrt";

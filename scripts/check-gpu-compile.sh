@@ -92,7 +92,7 @@ if [ -n "${FACEDET_PYTHON:-}" ]; then
   t=$("$FACEDET_PYTHON" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
   tv=$("$FACEDET_PYTHON" -c 'import torch; print(torch.__version__)')
   std=c++17
-  "$FACEDET_PYTHON" -c 'import sys, torch; v = tuple(map(int, torch.__version__.split("+")[0].split(".")[:2])); sys.exit(0 if v >= (2, 14) else 1)' && std=c++20
+  "$FACEDET_PYTHON" -c 'import sys, torch; v = tuple(map(int, torch.__version__.split("+")[0].split(".")[:2])); sys.exit(0 if v >= (2, 12) else 1)' && std=c++20
   if g++ -std=$std "${common[@]}" -isystem "$t/include" -isystem "$t/include/torch/csrc/api/include" \
     -isystem "$cuda_include" -DFACEDET_WITH_CUDA -c native/torch_backend.cc -o "$tmp/torch_backend_pip.o"; then
     ok "torch_backend.cc + CUDA, PyTorch $tv headers ($std)"

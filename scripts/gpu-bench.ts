@@ -162,10 +162,11 @@ async function measure(argv: string[]): Promise<void> {
     `device ${device}, cudnn benchmark ${result.cudnnBenchmark}, budget ${budgetMs / 1000}s, build ${JSON.stringify(binding.build)}`,
   );
 
-  for (const model of models) {
-    const card = readModel(model.dir).card;
-    const file = path.join(model.dir, card.files.torchscript);
-    for (const precision of precisions) {
+  // Precision-major (every model in fp16 first): when the budget runs out, each model has its rows.
+  for (const precision of precisions) {
+    for (const model of models) {
+      const card = readModel(model.dir).card;
+      const file = path.join(model.dir, card.files.torchscript);
       const overBudget = () => performance.now() - t0 > budgetMs;
       let engine: NativeEngine | undefined;
       try {

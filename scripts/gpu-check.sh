@@ -218,10 +218,6 @@ if "$python" -c 'import sys, torch; sys.exit(0 if torch.version.cuda else 1)'; t
     log "CUDA toolkit: $cuda_home"
   fi
 fi
-if "$python" -c "import sys; v = tuple(map(int, '$torch_version'.split('.')[:2])); sys.exit(0 if v >= (2, 14) else 1)" &&
-  ! grep -q 'CXX_STANDARD 20' CMakeLists.txt; then
-  log "WARNING: LibTorch $torch_version needs C++20 and CMakeLists.txt sets C++17: the build will fail"
-fi
 {
   cmake -S . -B build/cmake "${cmake_args[@]}" && cmake --build build/cmake -j "$(nproc)"
 } > "$OUT/build.log" 2>&1
@@ -258,6 +254,7 @@ export FACEDET_FIXTURES=$carry/fixtures
 # ---- tests -----------------------------------------------------------------------------------------------
 step "tests: test/gpu.test.ts"
 [ "$mode" = gpu ] && export FACEDET_REQUIRE_GPU=1
+export FACEDET_PYTHON=$python
 node node_modules/uvu/bin.js -r tsx test 'gpu\.test\.ts$' 2>&1 | sed -e 's/\x1b\[[0-9;]*m//g' | tee "$OUT/gpu-tests.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail "test/gpu.test.ts"
 unset FACEDET_REQUIRE_GPU
@@ -278,9 +275,14 @@ if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
     step "the target cell with cuDNN benchmark off (the default), and GPU memory while shapes vary"
     FACEDET_CUDNN_BENCHMARK=0 tsx scripts/gpu-bench.ts measure --device cuda \
       --model "resnet50-synthetic=$FACEDET_TEST_MODEL_R50" "${image[@]}" --precisions fp16 --batches 16 \
-      --sizes 1024 --budget-s 40 --sweep 40 --sweep-model "mobilenet0.25=$FACEDET_TEST_MODEL" \
+      --sizes 1024 --budget-s 40 --sweep "${GPU_CHECK_SWEEP:-40}" --sweep-model "mobilenet0.25=$FACEDET_TEST_MODEL" \
       --label 'LibTorch CUDA, cuDNN benchmark off' \
       --out "$OUT/gpu-bench-cudnn-off.json" || fail "benchmark (cuDNN benchmark off)"
+    step "the target cell with TorchScript's fuser on (off by default)"
+    FACEDET_CUDNN_BENCHMARK=1 FACEDET_CUDA_FUSER=1 tsx scripts/gpu-bench.ts measure --device cuda \
+      --model "resnet50-synthetic=$FACEDET_TEST_MODEL_R50" "${image[@]}" --precisions fp16 --batches 16 \
+      --sizes 1024 --budget-s 30 --label 'LibTorch CUDA, cuDNN benchmark on, TorchScript fuser on' \
+      --out "$OUT/gpu-bench-fuser.json" || fail "benchmark (fuser on)"
   else
     step "benchmark, tiny grid on the CPU (budget ${budget}s)"
     tsx scripts/gpu-bench.ts measure --device cpu "${models[@]}" "${image[@]}" --precisions fp32 \
@@ -288,7 +290,9 @@ if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
       --out "$OUT/gpu-bench.json" || fail "benchmark grid"
   fi
   results=("$OUT/gpu-bench.json")
-  [ -f "$OUT/gpu-bench-cudnn-off.json" ] && results+=("$OUT/gpu-bench-cudnn-off.json")
+  for extra in gpu-bench-cudnn-off.json gpu-bench-fuser.json; do
+    [ -f "$OUT/$extra" ] && results+=("$OUT/$extra")
+  done
   tsx scripts/gpu-bench.ts report --env "$OUT/env.json" --md "$OUT/gpu-bench.md" "${results[@]}" > /dev/null ||
     fail "benchmark report"
 fi
