@@ -31,6 +31,7 @@ struct LoadOptions {
   std::string cacheDir;            // TensorRT plan cache
   int maxBatch = 16;               // TensorRT optimisation profile
   int maxSize = 2048;              // TensorRT optimisation profile: largest H or W
+  int float32Convolutions = 0;     // LibTorch fp16 on CUDA: the first N convolutions stay float32
 };
 
 // One batch of images, NCHW float32. Either one packed buffer of n*c*h*w floats, or n buffers of

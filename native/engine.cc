@@ -335,6 +335,7 @@ Napi::Value Engine::Load(const Napi::CallbackInfo& info) {
   options.threads = optionalInt(env, o, "threads", 0, 0, 1024);
   options.maxBatch = optionalInt(env, o, "maxBatch", options.maxBatch, 1, static_cast<int>(kMaxBatch));
   options.maxSize = optionalInt(env, o, "maxSize", options.maxSize, 32, static_cast<int>(kMaxSide));
+  options.float32Convolutions = optionalInt(env, o, "float32Convolutions", 0, 0, 1 << 20);
   if (options.backend != "torch" && options.backend != "tensorrt") {
     throw Napi::RangeError::New(
         env, "Engine.load(options.backend): expected 'torch' or 'tensorrt', got '" + options.backend + "'");

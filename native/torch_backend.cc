@@ -22,9 +22,11 @@
 
 #include <condition_variable>
 #include <cstdlib>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <tuple>
+#include <unordered_set>
 #endif
 
 namespace facedet {
@@ -86,7 +88,9 @@ OutputTensor toOutput(torch::Tensor t) {
 class TorchBackend : public Backend {
  public:
   explicit TorchBackend(const LoadOptions& options)
-      : device_(parseDevice(options.device)), precision_(options.precision) {
+      : device_(parseDevice(options.device)),
+        precision_(options.precision),
+        float32Convs_(options.precision == "fp16" ? options.float32Convolutions : 0) {
     if (options.threads > 0) at::set_num_threads(options.threads);
     threads_ = at::get_num_threads();
     if (precision_ != "fp32" && precision_ != "fp16" && precision_ != "int8") {
@@ -247,10 +251,11 @@ class TorchBackend : public Backend {
   // GPU benchmark measures both), =0 forces it off. cuDNN's plans (tuned or not) are cached per thread:
   // the engine runs its calls on as many long-lived threads as it has streams.
   void prepareCuda() {
-    // The frozen graph holds the weights as constants: convert them to the run's dtype, and the
-    // convolution weights to channels-last like the input, so cuDNN runs NHWC kernels without transposing.
-    convertConstants(module_.get_method("forward").graph()->block(),
-                     precision_ == "fp16" ? torch::kHalf : torch::kFloat);
+    // The frozen graph holds the weights as constants: convert them to the run's dtype (but for the
+    // model's leading float32 convolutions in fp16), and the convolution weights to channels-last like the
+    // input, so cuDNN runs NHWC kernels without transposing.
+    setPrecision(module_.get_method("forward").graph(), precision_ == "fp16" ? torch::kHalf : torch::kFloat,
+                 float32Convs_);
     // fp32 means fp32: cuDNN's TF32 convolutions (LibTorch's default on Ampere and later GPUs) keep 10
     // mantissa bits, enough to move scores by 1e-3 and flip NMS between near-equal neighbours.
     // Process-wide; FACEDET_CUDA_TF32=1 leaves TF32 on.
@@ -272,22 +277,84 @@ class TorchBackend : public Backend {
     concurrency_ = streams;
   }
 
-  static void convertConstants(torch::jit::Block* block, c10::ScalarType dtype) {
-    for (torch::jit::Node* node : block->nodes()) {
-      for (torch::jit::Block* inner : node->blocks()) convertConstants(inner, dtype);
-      if (node->kind() != c10::prim::Constant || !node->hasAttribute(c10::attr::value)) continue;
-      at::Tensor t;
-      if (node->kindOf(c10::attr::value) == torch::jit::AttributeKind::t) {
-        t = node->t(c10::attr::value);
-      } else if (node->kindOf(c10::attr::value) == torch::jit::AttributeKind::ival &&
-                 node->ival(c10::attr::value).isTensor()) {
-        t = node->ival(c10::attr::value).toTensor();
+  // Sets the precision of a frozen RetinaFace graph: its tensor constants (the weights) in `dtype`, 4-D ones
+  // channels-last, except those of the first `float32Convs` convolutions in graph order, which stay float32
+  // and run on float32 input; a cast to `dtype` is inserted wherever a float32 value reaches a later
+  // convolution.
+  static void setPrecision(const std::shared_ptr<torch::jit::Graph>& graph, c10::ScalarType dtype,
+                           int float32Convs) {
+    using torch::jit::Block;
+    using torch::jit::Node;
+    using torch::jit::Value;
+    const auto isConv = [](const Node* n) {
+      return n->kind() == c10::aten::conv2d || n->kind() == c10::aten::_convolution ||
+             n->kind() == c10::aten::convolution;
+    };
+    // Whether `n`, or a node in its blocks, satisfies `pred`.
+    std::function<bool(const Node*, const std::function<bool(const Node*)>&)> anyInside =
+        [&](const Node* n, const std::function<bool(const Node*)>& pred) {
+          if (pred(n)) return true;
+          for (const Block* b : n->blocks()) {
+            for (const Node* inner : b->nodes()) {
+              if (anyInside(inner, pred)) return true;
+            }
+          }
+          return false;
+        };
+    std::unordered_set<const Node*> keep;
+    for (Node* n : graph->nodes()) {
+      if (float32Convs > 0 && !n->blocks().empty() && anyInside(n, isConv)) {
+        throw std::runtime_error(
+            "float32 convolutions in an fp16 model need convolutions outside control flow");
       }
-      if (!t.defined() || !t.is_floating_point()) continue;
-      at::Tensor converted = t.to(dtype);
-      if (converted.dim() == 4) converted = converted.contiguous(at::MemoryFormat::ChannelsLast);
-      node->output()->inferTypeFrom(converted);
-      node->t_(c10::attr::value, converted);
+      if (isConv(n) && static_cast<int>(keep.size()) < float32Convs) keep.insert(n);
+    }
+    std::function<void(Block*)> convert = [&](Block* block) {
+      for (Node* node : block->nodes()) {
+        for (Block* inner : node->blocks()) convert(inner);
+        if (node->kind() != c10::prim::Constant || !node->hasAttribute(c10::attr::value)) continue;
+        at::Tensor t;
+        if (node->kindOf(c10::attr::value) == torch::jit::AttributeKind::t) {
+          t = node->t(c10::attr::value);
+        } else if (node->kindOf(c10::attr::value) == torch::jit::AttributeKind::ival &&
+                   node->ival(c10::attr::value).isTensor()) {
+          t = node->ival(c10::attr::value).toTensor();
+        }
+        if (!t.defined() || !t.is_floating_point()) continue;
+        const auto& uses = node->output()->uses();
+        const bool float32 =
+            !uses.empty() && std::all_of(uses.begin(), uses.end(),
+                                         [&](const torch::jit::Use& u) { return keep.count(u.user) > 0; });
+        at::Tensor converted = t.to(float32 ? at::kFloat : dtype);
+        if (converted.dim() == 4) converted = converted.contiguous(at::MemoryFormat::ChannelsLast);
+        node->output()->inferTypeFrom(converted);
+        node->t_(c10::attr::value, converted);
+      }
+    };
+    convert(graph->block());
+    if (keep.empty() || dtype == at::kFloat) return;
+    std::unordered_set<const Value*> wide;
+    for (Value* v : graph->inputs()) {
+      if (v->type()->cast<c10::TensorType>()) wide.insert(v);
+    }
+    for (Node* n : graph->nodes()) {
+      if (isConv(n) && keep.count(n) == 0) {
+        Value* input = n->input(0);
+        if (wide.count(input) > 0) {
+          torch::jit::WithInsertPoint point(n);
+          n->replaceInput(0, graph->insert(c10::aten::to, {input, dtype}));
+        }
+        continue;
+      }
+      if (n->kind() == c10::prim::Constant) continue;
+      // Inputs, and the outer values that nodes inside its blocks use.
+      const bool fromWide = anyInside(n, [&](const Node* m) {
+        return std::any_of(m->inputs().begin(), m->inputs().end(),
+                           [&](const Value* v) { return wide.count(v) > 0; });
+      });
+      if (fromWide || keep.count(n) > 0) {
+        for (Value* o : n->outputs()) wide.insert(o);
+      }
     }
   }
 
@@ -364,7 +431,8 @@ class TorchBackend : public Backend {
       parallelCopy(host + i * imageBytes, src, imageBytes);
       uploaded.select(0, i).copy_(staged.select(0, i), /*non_blocking=*/true);
     }
-    const auto dtype = precision_ == "fp16" ? torch::kHalf : torch::kFloat;
+    // fp16 input, unless the model's first convolutions run in float32.
+    const auto dtype = precision_ == "fp16" && float32Convs_ == 0 ? torch::kHalf : torch::kFloat;
     torch::Tensor x = torch::empty(shape, torch::TensorOptions().dtype(dtype).device(device_).memory_format(
                                               torch::MemoryFormat::ChannelsLast));
     x.copy_(uploaded);
@@ -424,6 +492,7 @@ class TorchBackend : public Backend {
 
   torch::Device device_;
   std::string precision_;
+  int float32Convs_ = 0;
   int threads_ = 0;
   int concurrency_ = 1;
   torch::jit::Module module_;

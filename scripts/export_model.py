@@ -310,10 +310,11 @@ def export_int8(args, model, raw_x, path: str) -> dict:
         raise ExportError(f'model.int8.pt: {exc}') from None
 
 
-def model_card(args, weights_sha: Optional[str], onnx_written: bool, opset: int) -> dict:
+def model_card(args, model, weights_sha: Optional[str], onnx_written: bool, opset: int) -> dict:
     import torch
 
     import retinaface_ref as ref
+    from retinaface_model import fp16_float32_convolutions
 
     return {
         'format': 1,
@@ -351,6 +352,7 @@ def model_card(args, weights_sha: Optional[str], onnx_written: bool, opset: int)
             'onnx_opset': opset if onnx_written else None,
         },
         'landmarks': list(ref.LANDMARK_NAMES),
+        'fp16': {'float32_convolutions': fp16_float32_convolutions(model)},
     }
 
 
@@ -566,7 +568,7 @@ def run(args: argparse.Namespace) -> None:
         remove_if_exists(int8_path)
     t_int8 = time.perf_counter()
 
-    card = model_card(args, weights_sha, not args.skip_onnx, args.opset)
+    card = model_card(args, model, weights_sha, not args.skip_onnx, args.opset)
     if int8_info is not None:
         card['files']['torchscript_int8'] = 'model.int8.pt'
         card['int8'] = int8_info

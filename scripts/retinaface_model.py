@@ -245,6 +245,18 @@ class RetinaFace(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
+def fp16_float32_convolutions(model: 'RetinaFace') -> int:
+    """How many leading convolutions stay float32 when the model runs in fp16 on CUDA (model card
+    `fp16.float32_convolutions`). MobileNet0.25: its whole first stage (11 convolutions). Its input is not
+    scaled (BGR minus mean) and BatchNorms there scale nearly constant channels by up to 130, so fp16
+    rounding of these activations moves boxes: a 15x20 px WIDER face by 3 px (measured on an H200, and
+    reproduced on the CPU by rounding to fp16; with the first stage in float32 every face matches).
+    ResNet50: none (not measurable here without its real weights)."""
+    if isinstance(model.body, MobileNetV1Body):
+        return sum(isinstance(m, nn.Conv2d) for m in model.body.stage1.modules())
+    return 0
+
+
 def build_model(backbone: str) -> RetinaFace:
     """A RetinaFace with default (random) initialisation, in eval mode."""
     return RetinaFace(backbone).eval()

@@ -311,6 +311,9 @@ export class FaceDetector {
             maxSize:
               Math.ceil(Math.max(32, resolved.maxSize || 2048) / resolved.padMultiple) * resolved.padMultiple,
             ...(options.cacheDir ? { cacheDir: options.cacheDir } : {}),
+            ...(resolved.precision === 'fp16' && model.card.fp16
+              ? { float32Convolutions: model.card.fp16.float32_convolutions }
+              : {}),
           });
     const detector = new FaceDetector(engine, model, resolved, options.onBatch);
     const bucket = cpu ? 32 : resolved.padMultiple;

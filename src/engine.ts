@@ -48,6 +48,8 @@ export interface EngineLoadOptions {
   cacheDir?: string;
   maxBatch?: number;
   maxSize?: number;
+  /** fp16 on CUDA (LibTorch): the first N convolutions stay float32; see NativeLoadOptions. */
+  float32Convolutions?: number;
 }
 
 const isPositiveInteger = (x: unknown): x is number => Number.isInteger(x) && (x as number) > 0;

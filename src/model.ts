@@ -24,6 +24,8 @@ export interface ModelCard {
   anchors: { min_sizes: number[][]; steps: number[]; variances: [number, number]; clip: boolean };
   recommended_max_size: number;
   files: { torchscript: string; torchscript_int8?: string; onnx?: string | null };
+  /** Mixed precision for fp16 on CUDA: the first N convolutions stay float32 (written by the exporter). */
+  fp16?: { float32_convolutions: number };
   landmarks: string[];
   exported_with?: Record<string, string>;
 }
@@ -73,6 +75,10 @@ export function readModel(dir: string): ModelSource {
     problems.push('anchors');
   }
   if (typeof card.files?.torchscript !== 'string') problems.push('files.torchscript');
+  if (card.fp16 !== undefined) {
+    const n = card.fp16?.float32_convolutions;
+    if (!Number.isInteger(n) || n < 0) problems.push('fp16.float32_convolutions');
+  }
   if (problems.length) {
     throw new FacedetError(
       'model_invalid',

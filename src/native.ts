@@ -13,6 +13,11 @@ export interface NativeLoadOptions {
   cacheDir?: string;
   maxBatch?: number;
   maxSize?: number;
+  /**
+   * LibTorch, fp16 on CUDA: the first N convolutions (graph order) stay float32, the rest runs in fp16
+   * (the model card's `fp16.float32_convolutions`). Ignored otherwise.
+   */
+  float32Convolutions?: number;
 }
 
 export interface NativeEngineInfo {

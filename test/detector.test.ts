@@ -246,6 +246,8 @@ behaviour('info() reports the engine and the model card', () => {
   assert.is(info.engine.device, 'cpu');
   assert.is(info.model.backbone, 'mobilenet0.25');
   assert.is(info.model.synthetic, false);
+  // MobileNet0.25's first stage (11 convolutions) stays float32 in fp16 on CUDA.
+  assert.equal(info.model.fp16, { float32_convolutions: 11 });
   assert.is(info.options.maxSize, 1080);
 });
 
@@ -258,6 +260,7 @@ resnet('runs end to end through the same API: shapes, anchor count, no faces fro
   const card = JSON.parse(fs.readFileSync(path.join(dir, 'model.json'), 'utf8'));
   assert.is(card.backbone, 'resnet50');
   assert.is(card.synthetic, true);
+  assert.equal(card.fp16, { float32_convolutions: 0 }); // fp16 throughout (no real weights to check)
   const engine = await loadBinding().Engine.load({ modelPath: path.join(dir, card.files.torchscript) });
   const out = await engine.infer(new Float32Array(3 * 480 * 640), [1, 3, 480, 640]);
   const anchors = (60 * 80 + 30 * 40 + 15 * 20) * 2;
@@ -336,6 +339,21 @@ badCalls('create: a folder that is not a model -> model_not_found, saying how to
   );
   assert.is(error.code, 'model_not_found');
   assert.match(error.message, /npm run setup/);
+});
+
+badCalls('create: a model card with a bad fp16.float32_convolutions -> model_invalid naming it', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-card-'));
+  const card = JSON.parse(fs.readFileSync(path.join(modelDir, 'model.json'), 'utf8'));
+  fs.writeFileSync(
+    path.join(dir, 'model.json'),
+    JSON.stringify({ ...card, fp16: { float32_convolutions: -3 } }),
+  );
+  const error = await rejects<FacedetError>(
+    FaceDetector.create({ model: dir }),
+    /model\.json is not a facedet model card \(bad fp16\.float32_convolutions\)$/,
+    FacedetError,
+  );
+  assert.is(error.code, 'model_invalid');
 });
 
 badCalls('create: a corrupt model file -> model_invalid, with the caller in the stack', async () => {

@@ -165,22 +165,28 @@ if (torchCuda) {
   });
   cuda.after(() => cpu.dispose());
 
-  for (const [precision, tolerance] of [
-    ['fp32', 1e-3], // TF32 off: fp32 on CUDA is fp32
-    ['fp16', 0.05], // BatchNorm folded in fp32, then the weights rounded to fp16
+  const leading = card.fp16?.float32_convolutions ?? 0;
+  for (const [precision, tolerance, float32Convolutions] of [
+    ['fp32', 1e-3, 0], // TF32 off: fp32 on CUDA is fp32
+    ['fp16', 0.05, 0], // BatchNorm folded in fp32, then every weight and activation in fp16
+    ['fp16', 0.05, leading], // the model card's leading convolutions in float32, as FaceDetector runs it
   ] as const) {
+    const label = `${precision}${float32Convolutions ? ` (first ${float32Convolutions} convolutions float32)` : ''}`;
     cuda(
-      `${precision}: raw outputs close to the CPU's on the reference input (conf within ${tolerance})`,
+      `${label}: raw outputs close to the CPU's on the reference input (conf within ${tolerance})`,
       async () => {
-        const engine = await binding.Engine.load({ modelPath: portableModel, device: 'cuda', precision });
+        const engine = await binding.Engine.load({
+          modelPath: portableModel,
+          device: 'cuda',
+          precision,
+          float32Convolutions,
+        });
         const info = engine.info();
         assert.match(info.device, /^cuda/);
         assert.is(info.precision, precision);
         const out = await engine.infer(reference.input.data, refShape);
         const diffs = KEYS.map((k) => maxAbsDiff(out[k], cpuOut[k]));
-        console.log(
-          `    ${precision}: max |CUDA - CPU| loc ${diffs[0]} conf ${diffs[1]} landmarks ${diffs[2]}`,
-        );
+        console.log(`    ${label}: max |CUDA - CPU| loc ${diffs[0]} conf ${diffs[1]} landmarks ${diffs[2]}`);
         for (const k of KEYS) {
           assert.equal(out.shapes[k], cpuOut.shapes[k], k);
           assert.ok(finite(out[k]), `${k} has NaN or Inf`);

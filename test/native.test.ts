@@ -97,6 +97,12 @@ const loadCases: [string, unknown, RegExp, new (...args: never[]) => Error][] = 
     TypeError,
   ],
   [
+    'float32Convolutions is negative',
+    { modelPath: cpuModel, float32Convolutions: -1 },
+    /options\.float32Convolutions\): expected an integer between 0 and 1048576, got -1\.0*$/,
+    RangeError,
+  ],
+  [
     'unknown backend',
     { modelPath: cpuModel, backend: 'onnx' },
     /options\.backend\): expected 'torch' or 'tensorrt', got 'onnx'$/,
