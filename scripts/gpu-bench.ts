@@ -3,7 +3,7 @@
 //   tsx scripts/gpu-bench.ts measure --model NAME=DIR [--model NAME=DIR ...] [--device cuda] [--precisions fp32,fp16]
 //       [--batches 1,4,16] [--sizes 256,512,1024,2048] [--budget-s 300] [--label TEXT] [--image FILE]
 //       [--sweep N [--sweep-model NAME=DIR]] --out FILE.json
-//   tsx scripts/gpu-bench.ts report --env ENV.json --md FILE.md RESULT.json [RESULT.json ...]
+//   tsx scripts/gpu-bench.ts report --env ENV.json [--md FILE.md] [--readme README.md] RESULT.json [RESULT.json ...]
 //
 // `measure` times, for every model x precision x batch x size: the engine alone (one packed batch through the
 // native addon, copies to and from the device included: ms per image, the median of a few runs after a
@@ -19,6 +19,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { FaceDetector } from '../src';
 import { readModel } from '../src/model';
+import { replaceReadmeSection } from '../src/readme';
 import { loadBinding, type NativeEngine } from '../src/native';
 
 type Precision = 'fp32' | 'fp16';
@@ -171,7 +172,15 @@ async function measure(argv: string[]): Promise<void> {
       let engine: NativeEngine | undefined;
       try {
         const loadStart = performance.now();
-        engine = await binding.Engine.load({ modelPath: file, device, precision, threads });
+        // As FaceDetector loads it: in fp16, the model card's leading float32 convolutions.
+        const float32Convolutions = precision === 'fp16' ? (card.fp16?.float32_convolutions ?? 0) : 0;
+        engine = await binding.Engine.load({
+          modelPath: file,
+          device,
+          precision,
+          threads,
+          float32Convolutions,
+        });
         log(
           `${model.name} ${precision}: engine loaded in ${(performance.now() - loadStart).toFixed(0)} ms (${engine.info().version})`,
         );
@@ -316,6 +325,9 @@ function fmt(x: number | undefined, digits: number): string {
 function report(argv: string[]): void {
   const { one, rest } = parseArgs(argv);
   const md = one('md', '');
+  const readme = one('readme', '');
+  // In the README the report is a subsection: headings one level down, the environment as a list.
+  const h = readme ? '###' : '##';
   const envFile = one('env', '');
   const env =
     envFile && fs.existsSync(envFile)
@@ -323,7 +335,7 @@ function report(argv: string[]): void {
       : {};
   const results = rest.map((f) => JSON.parse(fs.readFileSync(f, 'utf8')) as Result);
   const lines: string[] = [];
-  lines.push('# GPU benchmark', '');
+  if (!readme) lines.push('# GPU benchmark', '');
   for (const [k, v] of Object.entries(env)) lines.push(`- ${k}: ${v}`);
   lines.push(
     '',
@@ -336,7 +348,7 @@ function report(argv: string[]): void {
   for (const r of results) {
     const sizes = [...new Set(r.cells.map((c) => c.size))].sort((a, b) => a - b);
     lines.push(
-      `## ${r.label} (device ${r.device}, cuDNN benchmark ${r.cudnnBenchmark}, ${r.seconds.toFixed(0)} s)`,
+      `${h} ${r.label} (device ${r.device}, cuDNN benchmark ${r.cudnnBenchmark}, ${r.seconds.toFixed(0)} s)`,
       '',
     );
     lines.push(`| model | precision | batch | ${sizes.map((s) => `${s}² engine / whole`).join(' | ')} |`);
@@ -346,8 +358,13 @@ function report(argv: string[]): void {
       const key = `${c.model}|${c.precision}|${c.batch}`;
       rows.set(key, [...(rows.get(key) ?? []), c]);
     }
+    const unmeasured: string[] = [];
     for (const [key, cells] of rows) {
       const [model, precision, batch] = key.split('|');
+      if (cells.every((c) => c.status === 'skipped')) {
+        unmeasured.push(`${model} ${precision} batch ${batch}`);
+        continue;
+      }
       const bySize = sizes.map((s) => {
         const c = cells.find((x) => x.size === s);
         if (!c) return '';
@@ -355,6 +372,9 @@ function report(argv: string[]): void {
         return `${fmt(c.engineMsPerImage, c.engineMsPerImage! < 1 ? 3 : 2)} / ${fmt(c.wholeMsPerImage, 1)}`;
       });
       lines.push(`| ${model} | ${precision} | ${batch} | ${bySize.join(' | ')} |`);
+    }
+    if (unmeasured.length) {
+      lines.push('', `Not measured (past the run's time budget): ${unmeasured.join(', ')}.`);
     }
     if (r.sweep.length) {
       lines.push('', 'GPU memory while the shapes vary (one engine, batches of 1–4, sides 160–1280):', '');
@@ -370,6 +390,7 @@ function report(argv: string[]): void {
   }
   const text = lines.join('\n');
   if (md) fs.writeFileSync(md, text);
+  if (readme) replaceReadmeSection(readme, 'gpu-bench', text);
   console.log(text);
 }
 
