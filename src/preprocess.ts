@@ -74,7 +74,10 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions): Pr
       .removeAlpha()
       .toColourspace('srgb');
     if (size.width !== width || size.height !== height) {
-      pipeline = pipeline.resize(size.width, size.height, { fit: 'fill' });
+      // Linear (libvips' reduce widens it with the shrink factor, like PIL's BILINEAR in the original
+      // project and the PyTorch reference): 1.2-1.5 ms faster than sharp's default lanczos3 on a
+      // 1920x1080 JPEG resized to 1080x608 (11.5 -> 10.0 ms, 2 CPUs).
+      pipeline = pipeline.resize(size.width, size.height, { fit: 'fill', kernel: 'linear' });
     }
     const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
     if (info.channels !== 3 || info.width !== size.width || info.height !== size.height) {
