@@ -2,6 +2,7 @@
 //
 //   tsx scripts/gpu-bench.ts measure --model NAME=DIR [--model NAME=DIR ...] [--device cuda] [--precisions fp32,fp16]
 //       [--batches 1,4,16] [--sizes 256,512,1024,2048] [--budget-s 300] [--label TEXT] [--image FILE]
+//       [--whole-precisions fp16] (time the whole path for these only; default: all)
 //       [--sweep N [--sweep-model NAME=DIR]] --out FILE.json
 //   tsx scripts/gpu-bench.ts report --env ENV.json [--md FILE.md] [--readme README.md] RESULT.json [RESULT.json ...]
 //
@@ -126,6 +127,8 @@ async function measure(argv: string[]): Promise<void> {
   const batches = list('batches', '1,4,16').map(Number);
   const sizes = list('sizes', '256,512,1024,2048').map(Number);
   const budgetMs = Number(one('budget-s', '300')) * 1000;
+  // The whole path is timed for these precisions only (it costs most of a cell's time: JPEG decoding).
+  const wholePrecisions = list('whole-precisions', precisions.join(','));
   const sweepShapes = Number(one('sweep', '0'));
   const image = opts.image?.at(-1);
   const out = one('out', '');
@@ -231,39 +234,43 @@ async function measure(argv: string[]): Promise<void> {
             cell.engineRuns = runs;
             cell.engineMsPerImage = median(wall) / batch;
             cell.engineInferMsPerImage = median(inner) / batch;
-            // Whole path: one detector per batch size, so every detect() of `batch` files is one batch.
-            detector ??= await FaceDetector.create({
-              model: model.dir,
-              device,
-              precision,
-              threads,
-              maxBatchSize: batch,
-              maxQueueDelayMs: 1000,
-              maxQueueSize: 1024,
-              maxSize: Math.max(...sizes),
-              decodeConcurrency: Math.max(2, Math.min(16, threads)),
-              warmup: [],
-            });
-            const files = Array.from({ length: batch }, () => jpegs.get(size)!);
-            start = performance.now();
-            await detector.detect(files, { maxSize: size });
-            const warmWhole = performance.now() - start;
-            const wholeRuns = Math.max(2, Math.min(5, Math.round(800 / Math.max(warmWhole, 1))));
-            const whole: number[] = [];
-            for (let r = 0; r < wholeRuns; r++) {
+            if (wholePrecisions.includes(precision)) {
+              // Whole path: one detector per batch size, so every detect() of `batch` files is one batch.
+              detector ??= await FaceDetector.create({
+                model: model.dir,
+                device,
+                precision,
+                threads,
+                maxBatchSize: batch,
+                maxQueueDelayMs: 1000,
+                maxQueueSize: 1024,
+                maxSize: Math.max(...sizes),
+                decodeConcurrency: Math.max(2, Math.min(16, threads)),
+                warmup: [],
+              });
+              const files = Array.from({ length: batch }, () => jpegs.get(size)!);
               start = performance.now();
-              const results = await detector.detect(files, { maxSize: size });
-              whole.push(performance.now() - start);
-              const failed = results.find((res) => res.error);
-              if (failed) throw new Error(`detect: ${failed.error!.message}`);
+              await detector.detect(files, { maxSize: size });
+              const warmWhole = performance.now() - start;
+              const wholeRuns = Math.max(2, Math.min(5, Math.round(800 / Math.max(warmWhole, 1))));
+              const whole: number[] = [];
+              for (let r = 0; r < wholeRuns; r++) {
+                start = performance.now();
+                const results = await detector.detect(files, { maxSize: size });
+                whole.push(performance.now() - start);
+                const failed = results.find((res) => res.error);
+                if (failed) throw new Error(`detect: ${failed.error!.message}`);
+              }
+              cell.wholeRuns = wholeRuns;
+              cell.wholeMsPerImage = median(whole) / batch;
             }
-            cell.wholeRuns = wholeRuns;
-            cell.wholeMsPerImage = median(whole) / batch;
             cell.gpuMemoryMiB = gpuMemoryMiB() ?? undefined;
             log(
               `${model.name} ${precision} b${batch} ${size}²: engine ${cell.engineMsPerImage.toFixed(3)} ms/img ` +
                 `(addon ${cell.engineInferMsPerImage.toFixed(3)}, ${runs} runs, first call ${cell.firstCallMs.toFixed(0)} ms), ` +
-                `whole ${cell.wholeMsPerImage.toFixed(2)} ms/img (${wholeRuns} runs)` +
+                (cell.wholeMsPerImage !== undefined
+                  ? `whole ${cell.wholeMsPerImage.toFixed(2)} ms/img (${cell.wholeRuns} runs)`
+                  : 'whole not timed') +
                 (cell.gpuMemoryMiB !== undefined ? `, GPU memory ${cell.gpuMemoryMiB} MiB` : ''),
             );
           } catch (error) {

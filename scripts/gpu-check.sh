@@ -9,18 +9,25 @@
 #   2. The device tool, one call:
 #        run  command:   bash scripts/gpu-check.sh
 #             carry:     [".carry"]
-#             timeout_s: 450
-#      Expected: about 6 minutes on an H100, plus the machine's start: unpack ~10 s, configure + build ~1 min
-#      (the model exports run meanwhile), tests ~1 min, benchmark grid <= GPU_CHECK_BENCH_S (default 150 s,
-#      less if the earlier steps ran late: the grid ends by GPU_CHECK_DEADLINE_S, default 400 s after the
-#      start), then ~30 s for the cuDNN-benchmark-off cell and the memory sweep. Cells past the budget are
-#      recorded as "skipped", never dropped silently. ResNet50 fp16 runs first, so the target cell
-#      (1024², batch 16) is measured early.
-#      A rerun in the same 15-minute lease must be shorter: GPU_CHECK_BENCH_S=60 bash scripts/gpu-check.sh
-#      (or GPU_CHECK_SKIP_BENCH=1 to rerun build and tests only).
-#   3. $OUT comes back with: gpu-check.log (everything, timestamped), env.json (card, driver, CUDA,
-#      LibTorch, cuDNN), build.log, gpu-tests.log, gpu-bench.json, gpu-bench-cudnn-off.json, gpu-bench.md
-#      (the table for the README). The end of the output repeats the table and the test summary.
+#             timeout_s: 420
+#      Measured on an H200 (2026-11-28, with GPU_CHECK_BENCH_S=100 GPU_CHECK_SWEEP=16): the machine's start
+#      and the transfer ~30 s, then unpack + configure + build ~50 s (the model exports run meanwhile),
+#      tests ~60 s, the benchmark grid <= GPU_CHECK_BENCH_S (default 150 s, less if the earlier steps ran
+#      late: the grid ends by GPU_CHECK_DEADLINE_S, default 380 s after the start), then ~40 s for the
+#      cuDNN-benchmark-off cell and the memory sweep (GPU_CHECK_SWEEP batches each way, default 16) and
+#      ~10 s for the fuser-on cell. The grid runs fp16 first (ResNet50, then MobileNet0.25: the target
+#      cell, ResNet50 1024² batch 16, early), then fp32 with the engine alone (the whole path, mostly JPEG
+#      decoding on the CPU, is timed for fp16 only). Cells past the budget are recorded as "skipped",
+#      never dropped silently. A 15-minute lease fits one such run and a short rerun only if nothing
+#      else fails: fetch the results, give the machine back, fix, and run again only with time left.
+#      A shorter run: GPU_CHECK_BENCH_S=60 bash scripts/gpu-check.sh (or GPU_CHECK_SKIP_BENCH=1 for
+#      build and tests only).
+#   3. $OUT comes back with (8 files, the tool's limit): gpu-check.log (everything, timestamped), env.json
+#      (card, driver, CUDA, LibTorch, cuDNN), build.log, gpu-tests.log, gpu-bench.json,
+#      gpu-bench-cudnn-off.json, gpu-bench-fuser.json, gpu-bench.md (the table). The end of the output
+#      repeats the table and the test summary. For the README: copy the JSON files and env.json to
+#      docs/measurements/<card>-<date>/ and run
+#      tsx scripts/gpu-bench.ts report --env ENV.json --readme README.md RESULT.json ...
 #   give_back afterwards unless a rerun follows at once.
 #
 # ---- Testing it without a GPU ----------------------------------------------------------------------------
@@ -63,7 +70,7 @@ mkdir -p "$OUT"
 carry=$root/.carry
 work=$(mktemp -d /tmp/facedet-gpu.XXXXXX)
 started=$(date +%s)
-deadline=${GPU_CHECK_DEADLINE_S:-400}
+deadline=${GPU_CHECK_DEADLINE_S:-380}
 failures=()
 
 exec > >(tee -a "$OUT/gpu-check.log") 2>&1
@@ -270,12 +277,13 @@ if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
   if [ "$mode" = gpu ]; then
     step "benchmark grid (cuDNN benchmark on, budget ${budget}s)"
     FACEDET_CUDNN_BENCHMARK=1 tsx scripts/gpu-bench.ts measure --device cuda "${models[@]}" "${image[@]}" \
-      --precisions fp16,fp32 --batches 1,4,16 --sizes 256,512,1024,2048 --budget-s "$budget" \
+      --precisions fp16,fp32 --whole-precisions fp16 --batches 1,4,16 --sizes 256,512,1024,2048 \
+      --budget-s "$budget" \
       --label 'LibTorch CUDA, cuDNN benchmark on' --out "$OUT/gpu-bench.json" || fail "benchmark grid"
     step "the target cell with cuDNN benchmark off (the default), and GPU memory while shapes vary"
     FACEDET_CUDNN_BENCHMARK=0 tsx scripts/gpu-bench.ts measure --device cuda \
       --model "resnet50-synthetic=$FACEDET_TEST_MODEL_R50" "${image[@]}" --precisions fp16 --batches 16 \
-      --sizes 1024 --budget-s 40 --sweep "${GPU_CHECK_SWEEP:-40}" --sweep-model "mobilenet0.25=$FACEDET_TEST_MODEL" \
+      --sizes 1024 --budget-s 40 --sweep "${GPU_CHECK_SWEEP:-16}" --sweep-model "mobilenet0.25=$FACEDET_TEST_MODEL" \
       --label 'LibTorch CUDA, cuDNN benchmark off' \
       --out "$OUT/gpu-bench-cudnn-off.json" || fail "benchmark (cuDNN benchmark off)"
     step "the target cell with TorchScript's fuser on (off by default)"
