@@ -460,6 +460,7 @@ class TensorRtBackend : public Backend {
   explicit TensorRtBackend(const LoadOptions& options)
       : device_(parseCudaDevice(options.device)),
         precision_(options.precision),
+        float32Convs_(options.precision == "fp16" ? options.float32Convolutions : 0),
         maxBatch_(options.maxBatch),
         maxSide_(std::max(kMinSide, options.maxSize)) {
     if (precision_ != "fp32" && precision_ != "fp16") {
@@ -511,13 +512,15 @@ class TensorRtBackend : public Backend {
         << "compute_capability=" << computeCapability_ << "\n"
         << "onnx_sha256=" << sha256Of(onnx) << "\n"
         << "precision=" << precision_ << "\n"
+        << "float32_convolutions=" << float32Convs_ << "\n"
         << "profile=batch 1.." << maxBatch_ << " opt " << optBatch() << "; side " << kMinSide << ".."
         << maxSide_ << " opt " << optSide() << "\n";
     const std::string cacheKey = key.str();
     // One file per model, GPU, TensorRT and settings; a different ONNX file with the same name lands in
     // the same file, whose stored key then no longer matches: it is rebuilt and replaced.
     const std::string settings = gpuName_ + "|" + computeCapability_ + "|" + trtVersion_ + "|" + precision_ +
-                                 "|" + std::to_string(maxBatch_) + "|" + std::to_string(maxSide_);
+                                 "|" + std::to_string(float32Convs_) + "|" + std::to_string(maxBatch_) + "|" +
+                                 std::to_string(maxSide_);
     const std::string cacheDir = options.cacheDir.empty() ? defaultCacheDir() : options.cacheDir;
     planPath_ =
         cacheDir + "/" + baseName(options.modelPath) + "-" + sha256Of(settings).substr(0, 16) + ".plan";
@@ -730,6 +733,13 @@ class TensorRtBackend : public Backend {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
       config->setFlag(nvinfer1::BuilderFlag::kFP16);
+      // The model card's leading float32 convolutions (MobileNet0.25: its first stage, whose activations
+      // fp16 rounds too coarsely) and every layer before the next convolution stay float32; the builder
+      // inserts the casts.
+      if (float32Convs_ > 0) {
+        keepLeadingFloat32(*network);
+        config->setFlag(nvinfer1::BuilderFlag::kPREFER_PRECISION_CONSTRAINTS);
+      }
 #pragma GCC diagnostic pop
     }
 #endif
@@ -751,6 +761,29 @@ class TensorRtBackend : public Backend {
     if (!plan || plan->size() == 0) fail("building the engine from " + onnxPath + " failed");
     return std::string(static_cast<const char*>(plan->data()), plan->size());
   }
+
+#if NV_TENSORRT_MAJOR < 11
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  // Layers in network order (the ONNX file's node order) up to the (float32Convs_ + 1)-th convolution:
+  // float32 compute and outputs. Shape and non-float layers are left alone.
+  void keepLeadingFloat32(nvinfer1::INetworkDefinition& network) const {
+    int convolutions = 0;
+    for (int32_t i = 0; i < network.getNbLayers(); ++i) {
+      nvinfer1::ILayer* layer = network.getLayer(i);
+      if (layer->getType() == nvinfer1::LayerType::kCONVOLUTION && ++convolutions > float32Convs_) break;
+      bool floatOutputs = layer->getNbOutputs() > 0;
+      for (int32_t j = 0; j < layer->getNbOutputs(); ++j) {
+        const nvinfer1::ITensor* t = layer->getOutput(j);
+        if (t->isShapeTensor() || t->getType() != nvinfer1::DataType::kFLOAT) floatOutputs = false;
+      }
+      if (!floatOutputs) continue;
+      layer->setPrecision(nvinfer1::DataType::kFLOAT);
+      for (int32_t j = 0; j < layer->getNbOutputs(); ++j) layer->setOutputType(j, nvinfer1::DataType::kFLOAT);
+    }
+  }
+#pragma GCC diagnostic pop
+#endif
 
   void findTensors() {
     const int32_t count = engine_->getNbIOTensors();
@@ -815,6 +848,7 @@ class TensorRtBackend : public Backend {
   Logger logger_;
   int device_ = 0;
   std::string precision_;
+  int float32Convs_ = 0;
   int maxBatch_ = 16;
   int maxSide_ = 2048;
   std::string gpuName_, computeCapability_, trtVersion_, planPath_, planSource_;
