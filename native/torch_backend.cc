@@ -256,10 +256,11 @@ class TorchBackend : public Backend {
     // input, so cuDNN runs NHWC kernels without transposing.
     setPrecision(module_.get_method("forward").graph(), precision_ == "fp16" ? torch::kHalf : torch::kFloat,
                  float32Convs_);
-    // fp32 means fp32: cuDNN's TF32 convolutions (LibTorch's default on Ampere and later GPUs) keep 10
-    // mantissa bits, enough to move scores by 1e-3 and flip NMS between near-equal neighbours.
+    // fp32 means fp32: cuDNN's TF32 convolutions (LibTorch's default on Ampere and later GPUs) round
+    // their inputs to 10 mantissa bits, as fp16 does: in fp32 on an H200 that moved scores by 2e-3 and
+    // lost the same face as fp16, and it would undo an fp16 model's leading float32 convolutions.
     // Process-wide; FACEDET_CUDA_TF32=1 leaves TF32 on.
-    if (precision_ == "fp32" && envInt("FACEDET_CUDA_TF32", 0, 0, 1) == 0) {
+    if ((precision_ == "fp32" || float32Convs_ > 0) && envInt("FACEDET_CUDA_TF32", 0, 0, 1) == 0) {
       at::globalContext().setAllowTF32CuDNN(false);
     }
     // TorchScript's fuser (NNC) compiles fused kernels for each new input shape to merge a few elementwise

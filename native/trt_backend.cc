@@ -513,6 +513,7 @@ class TensorRtBackend : public Backend {
         << "onnx_sha256=" << sha256Of(onnx) << "\n"
         << "precision=" << precision_ << "\n"
         << "float32_convolutions=" << float32Convs_ << "\n"
+        << "tf32=" << (allowTf32() ? "on" : "off") << "\n"
         << "profile=batch 1.." << maxBatch_ << " opt " << optBatch() << "; side " << kMinSide << ".."
         << maxSide_ << " opt " << optSide() << "\n";
     const std::string cacheKey = key.str();
@@ -743,6 +744,9 @@ class TensorRtBackend : public Backend {
 #pragma GCC diagnostic pop
     }
 #endif
+    // fp32 means fp32 (TensorRT runs float32 convolutions as TF32 by default, rounding their inputs as
+    // fp16 does), also for an fp16 model's leading float32 convolutions.
+    if (!allowTf32()) config->clearFlag(nvinfer1::BuilderFlag::kTF32);
     nvinfer1::IOptimizationProfile* profile = builder->createOptimizationProfile();
     if (!profile) fail("createOptimizationProfile failed");
     using nvinfer1::OptProfileSelector;
@@ -761,6 +765,8 @@ class TensorRtBackend : public Backend {
     if (!plan || plan->size() == 0) fail("building the engine from " + onnxPath + " failed");
     return std::string(static_cast<const char*>(plan->data()), plan->size());
   }
+
+  bool allowTf32() const { return precision_ == "fp16" && float32Convs_ == 0; }
 
 #if NV_TENSORRT_MAJOR < 11
 #pragma GCC diagnostic push
