@@ -75,19 +75,24 @@ async function assertSameFaces(
   assert.ok(images.length >= 5, `only ${images.length} fixture images under ${fixtures}`);
   let matched = 0;
   let worstIou = 1;
+  // Every image is compared; the differences are reported together at the end.
+  const differences: string[] = [];
   for (const image of images) {
     const want = (await reference.detect(image)) as ImageResult;
     const got = (await detector.detect(image)) as ImageResult;
     assert.not.ok(want.error ?? got.error, `${image}: ${JSON.stringify(want.error ?? got.error)}`);
     const report = matchFaces(want.faces.map(toRef), got.faces.map(toRef), { minScore: 0.5, minIou: 0.9 });
-    assert.equal(report.missing, [], `${label} ${path.basename(image)}: CPU faces not found`);
-    assert.equal(report.extra, [], `${label} ${path.basename(image)}: faces the CPU does not find`);
+    const name = path.basename(image);
+    for (const face of report.missing) differences.push(`${name}: CPU face not found ${face}`);
+    for (const face of report.extra) differences.push(`${name}: face the CPU does not find ${face}`);
     matched += report.matched;
     worstIou = Math.min(worstIou, report.worstIou);
   }
   console.log(
-    `    ${label}: ${matched} faces matched over ${images.length} images, worst IoU ${worstIou.toFixed(4)}`,
+    `    ${label}: ${matched} faces matched over ${images.length} images, worst IoU ${worstIou.toFixed(4)}` +
+      differences.map((d) => `\n      ${d}`).join(''),
   );
+  assert.equal(differences, [], `${label}: faces that differ`);
   assert.ok(matched >= 50, `only ${matched} faces compared`);
 }
 
