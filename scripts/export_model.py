@@ -8,7 +8,7 @@ Usage:
       [--int8 [--calibration-images DIR ...] [--calibration-sizes 1080,640] [--calibration-limit N]]
 
 Writes into DIR: model.pt (scripted TorchScript, unfrozen: device- and dtype-portable; the addon freezes
-it on load), model.onnx (unless --skip-onnx),
+it on load), model.onnx and model.u8.onnx (its preprocessing in the graph; unless --skip-onnx),
 model.json (model card), reference/raw.json with raw_*.bin (fixed input and eager outputs), and with
 --reference-images also reference/detections.json and reference/images/*.png. With --int8 also
 model.int8.pt: static post-training int8 quantisation for LibTorch's oneDNN engine, calibrated on
@@ -281,6 +281,50 @@ def export_onnx(model, x, path: str, opset: int) -> str:
     return f'opset {opset}, {len(graph.node)} nodes, Resize sizes from Shape (dynamic H/W)'
 
 
+def export_onnx_uint8(onnx_path: str, path: str) -> str:
+    """model.u8.onnx: model.onnx with its preprocessing inside the graph, for ONNX Runtime. Input 'image':
+    uint8 [batch, height, width, 3], RGB (sharp's raw output as it is); then Cast to float, NHWC -> NCHW,
+    RGB -> BGR and minus the mean, which is exactly what packBatch does in JS (so outputs are identical),
+    done by ONNX Runtime's threads instead of a JS loop. Padding must be the mean colour (RGB 123, 117, 104):
+    it becomes 0, as the float path pads."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import retinaface_ref as ref
+
+    proto = onnx.load(onnx_path)
+    graph = proto.graph
+    network_input = graph.input[0].name
+    image = helper.make_tensor_value_info('image', TensorProto.UINT8, ['batch', 'height', 'width', 3])
+    mean = np.array([float(v) for v in ref.MEAN_BGR], dtype=np.float32).reshape(1, 3, 1, 1)
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(mean, 'facedet_mean_bgr'),
+            numpy_helper.from_array(np.array([2, 1, 0], dtype=np.int64), 'facedet_rgb_to_bgr'),
+        ]
+    )
+    nodes = [
+        helper.make_node('Cast', ['image'], ['facedet_image_f32'], to=TensorProto.FLOAT),
+        helper.make_node('Transpose', ['facedet_image_f32'], ['facedet_image_nchw'], perm=[0, 3, 1, 2]),
+        helper.make_node('Gather', ['facedet_image_nchw', 'facedet_rgb_to_bgr'], ['facedet_image_bgr'], axis=1),
+        helper.make_node('Sub', ['facedet_image_bgr', 'facedet_mean_bgr'], [network_input]),
+    ]
+    del graph.input[0]
+    graph.input.insert(0, image)
+    for node in reversed(nodes):
+        graph.node.insert(0, node)
+    tmp = path + '.tmp'
+    try:
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+    except Exception as exc:
+        remove_if_exists(tmp)
+        raise ExportError(f'model.u8.onnx failed the ONNX checker: {exc}') from None
+    os.replace(tmp, path)
+    return 'model.onnx with preprocessing in the graph: uint8 NHWC RGB input'
+
+
 def export_int8(args, model, raw_x, path: str) -> dict:
     """model.int8.pt (scripts/quantize_int8.py): calibrates, quantises, saves and checks it against float."""
     import quantize_int8 as q8
@@ -346,6 +390,7 @@ def model_card(args, model, weights_sha: Optional[str], onnx_written: bool, opse
         'files': {
             'torchscript': 'model.pt',
             'onnx': 'model.onnx' if onnx_written else None,
+            'onnx_uint8': 'model.u8.onnx' if onnx_written else None,
         },
         'exported_with': {
             'torch': torch.__version__,
@@ -553,11 +598,15 @@ def run(args: argparse.Namespace) -> None:
     t_ts = time.perf_counter()
 
     onnx_path = os.path.join(out_dir, 'model.onnx')
+    onnx_u8_path = os.path.join(out_dir, 'model.u8.onnx')
     onnx_note = 'skipped (--skip-onnx)'
+    onnx_u8_note = ''
     if args.skip_onnx:
         remove_if_exists(onnx_path)
+        remove_if_exists(onnx_u8_path)
     else:
         onnx_note = export_onnx(model, raw_x, onnx_path, args.opset)
+        onnx_u8_note = export_onnx_uint8(onnx_path, onnx_u8_path)
     t_onnx = time.perf_counter()
 
     int8_path = os.path.join(out_dir, 'model.int8.pt')
@@ -584,11 +633,11 @@ def run(args: argparse.Namespace) -> None:
     print(f'{card["name"]}{" (synthetic weights)" if card["synthetic"] else ""} -> {out_dir}')
     if weights_sha:
         print(f'  weights {args.weights} sha256 {weights_sha}')
-    listed = ('model.pt', 'model.int8.pt', 'model.onnx', 'model.json', 'reference/raw.json')
+    listed = ('model.pt', 'model.int8.pt', 'model.onnx', 'model.u8.onnx', 'model.json', 'reference/raw.json')
     for name in listed:
         path = os.path.join(out_dir, name)
         if os.path.isfile(path):
-            note = ts_notes.get(name) or (onnx_note if name == 'model.onnx' else '')
+            note = ts_notes.get(name) or {'model.onnx': onnx_note, 'model.u8.onnx': onnx_u8_note}.get(name, '')
             if name == 'model.int8.pt' and int8_info is not None:
                 cal = int8_info['calibration']
                 note = (

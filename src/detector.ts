@@ -7,9 +7,16 @@ import { Batcher } from './batcher';
 import { type EngineInfo, type InferenceEngine, NativeInferenceEngine } from './engine';
 import { OnnxRuntimeEngine, onnxRuntimeVersion } from './engines/onnxruntime';
 import { FacedetError, OverloadedError, invalidParameterError } from './errors';
-import { type ModelCard, type ModelSource, defaultModelDir, modelFile, readModel } from './model';
+import {
+  type ModelCard,
+  type ModelSource,
+  defaultModelDir,
+  modelFile,
+  onnxRuntimeModel,
+  readModel,
+} from './model';
 import { AnchorCache, type AnchorConfig, type Face, decodeFaces, toFaces } from './postprocess';
-import { type DecodedImage, type ImageInput, decodeImage, packBatch } from './preprocess';
+import { type DecodedImage, type ImageInput, decodeImage, packBatch, packBatchUint8 } from './preprocess';
 
 export interface FaceDetectorOptions {
   /** Model folder written by `facedet export` (default: $FACEDET_MODEL, else models/retinaface-mobilenet0.25). */
@@ -252,6 +259,8 @@ export class FaceDetector {
   private readonly batcher: Batcher<Job, Face[] | Error>;
   private readonly anchors: AnchorCache;
   private readonly decodeSlots: Semaphore;
+  /** The engine takes the decoded pixels (uint8 NHWC) and converts them in its model. */
+  private readonly uint8Input: boolean;
   private admitted = 0;
   private idleWaiters: (() => void)[] = [];
   private disposing: Promise<void> | undefined;
@@ -266,6 +275,7 @@ export class FaceDetector {
     const config: AnchorConfig = { minSizes: a.min_sizes, steps: a.steps, variances: a.variances };
     this.anchors = new AnchorCache(config);
     this.decodeSlots = new Semaphore(options.decodeConcurrency);
+    this.uint8Input = engine.info().input === 'uint8-nhwc';
     this.batcher = new Batcher<Job, Face[] | Error>((jobs, queueMs) => this.runBatch(jobs, queueMs), {
       maxBatchSize: options.maxBatchSize,
       maxQueueDelayMs: options.maxQueueDelayMs,
@@ -295,13 +305,12 @@ export class FaceDetector {
         options.padMultiple ??
         (cpu ? (model.card.input.pad_multiple ?? DEFAULTS.padMultiple) : DEFAULTS.padMultipleCuda),
     };
-    const modelPath = modelFile(model, resolved.backend, device, resolved.precision);
     const backend = resolved.backend;
     const engine: InferenceEngine =
       backend === 'onnxruntime'
-        ? await OnnxRuntimeEngine.load({ modelPath, threads: resolved.threads })
+        ? await OnnxRuntimeEngine.load({ ...onnxRuntimeModel(model), threads: resolved.threads })
         : await NativeInferenceEngine.load({
-            modelPath,
+            modelPath: modelFile(model, backend, device, resolved.precision),
             backend,
             device,
             precision: resolved.precision,
@@ -326,7 +335,7 @@ export class FaceDetector {
   async warmup(sizes: [number, number][]): Promise<void> {
     for (const [height, width] of sizes) {
       const shape: [number, number, number, number] = [1, 3, height, width];
-      const tensor = new Float32Array(3 * height * width);
+      const tensor = new (this.uint8Input ? Uint8Array : Float32Array)(3 * height * width);
       for (let i = 0; i < 2; i++) await this.engine.infer(tensor, shape);
     }
   }
@@ -406,10 +415,8 @@ export class FaceDetector {
   private async runBatch(jobs: Job[], queueMs: number[]): Promise<(Face[] | Error)[]> {
     const t0 = performance.now();
     const images = jobs.map((j) => j.image);
-    const { tensor, shape } = packBatch(images, {
-      mean: this.model.card.input.mean,
-      padMultiple: this.options.padMultiple,
-    });
+    const pack = { mean: this.model.card.input.mean, padMultiple: this.options.padMultiple };
+    const { tensor, shape } = this.uint8Input ? packBatchUint8(images, pack) : packBatch(images, pack);
     const t1 = performance.now();
     // The tensor is this batch's own: an engine on another thread may take it without a copy. When
     // these are the only images admitted, nothing else of ours needs the CPUs during the run.

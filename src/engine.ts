@@ -14,6 +14,12 @@ export interface EngineInfo {
   precision: string;
   threads: number;
   version: string;
+  /**
+   * The batch `infer` takes: `'float32-nchw'` (absent means this too): BGR minus the mean, NCHW, as
+   * packBatch makes it; `'uint8-nhwc'`: the decoded RGB pixels, NHWC, as packBatchUint8 makes it (the
+   * engine's model does the rest). `shape` is [n, 3, h, w] either way.
+   */
+  input?: 'float32-nchw' | 'uint8-nhwc';
 }
 
 export interface InferOptions {
@@ -33,8 +39,11 @@ export interface InferOptions {
 }
 
 export interface InferenceEngine {
-  /** Runs one packed NCHW batch; the array must not change until the promise settles. */
-  infer(input: Float32Array, shape: Shape4, options?: InferOptions): Promise<RawOutputs>;
+  /**
+   * Runs one packed batch, in the layout `info().input` names; the array must not change until the
+   * promise settles.
+   */
+  infer(input: Float32Array | Uint8Array, shape: Shape4, options?: InferOptions): Promise<RawOutputs>;
   dispose(): Promise<void>;
   info(): EngineInfo;
 }
@@ -56,7 +65,16 @@ const isPositiveInteger = (x: unknown): x is number => Number.isInteger(x) && (x
 
 /** Checks an `infer` call in JS, with exact messages, before it reaches the addon. */
 export function validateBatch(input: unknown, shape: unknown): asserts input is Float32Array {
-  if (!(input instanceof Float32Array)) throw invalidParameterError('input', 'Float32Array', input);
+  validateBatchOf(Float32Array, input, shape);
+}
+
+/** validateBatch for an engine that takes `kind` (Float32Array, or Uint8Array for uint8-nhwc). */
+export function validateBatchOf<T extends Float32Array | Uint8Array>(
+  kind: { new (n: number): T; name: string },
+  input: unknown,
+  shape: unknown,
+): asserts input is T {
+  if (!(input instanceof kind)) throw invalidParameterError('input', kind.name, input);
   if (!Array.isArray(shape) || shape.length !== 4 || !shape.every(isPositiveInteger)) {
     throw invalidParameterError('shape', 'array of 4 positive integers [n, c, h, w]', shape);
   }
@@ -64,7 +82,7 @@ export function validateBatch(input: unknown, shape: unknown): asserts input is 
   const expected = (shape as number[]).reduce((a, b) => a * b, 1);
   if (input.length !== expected) {
     throw new RangeError(
-      `Expected Float32Array of length ${expected} for input of shape [${shape.join(', ')}] but received length ${input.length}`,
+      `Expected ${kind.name} of length ${expected} for input of shape [${shape.join(', ')}] but received length ${input.length}`,
     );
   }
 }
@@ -87,7 +105,7 @@ export class NativeInferenceEngine implements InferenceEngine {
     }
   }
 
-  async infer(input: Float32Array, shape: Shape4, _options?: InferOptions): Promise<RawOutputs> {
+  async infer(input: Float32Array | Uint8Array, shape: Shape4, _options?: InferOptions): Promise<RawOutputs> {
     const callSite = new Error();
     if (this.native.disposed)
       throw withCallSite(new FacedetError('engine_disposed', 'the engine is disposed'), callSite);

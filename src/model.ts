@@ -23,7 +23,13 @@ export interface ModelCard {
   };
   anchors: { min_sizes: number[][]; steps: number[]; variances: [number, number]; clip: boolean };
   recommended_max_size: number;
-  files: { torchscript: string; torchscript_int8?: string; onnx?: string | null };
+  files: {
+    torchscript: string;
+    torchscript_int8?: string;
+    onnx?: string | null;
+    /** model.onnx with the preprocessing in the graph: uint8 NHWC RGB input (ONNX Runtime). */
+    onnx_uint8?: string | null;
+  };
   /** Mixed precision for fp16 on CUDA: the first N convolutions stay float32 (written by the exporter). */
   fp16?: { float32_convolutions: number };
   landmarks: string[];
@@ -116,4 +122,16 @@ export function modelFile(
     );
   }
   return full;
+}
+
+/**
+ * The ONNX file the ONNX Runtime engine runs and the input it takes: model.u8.onnx (the preprocessing in
+ * the graph, uint8 NHWC RGB input) when the card lists it and it exists, else model.onnx (float32 NCHW).
+ */
+export function onnxRuntimeModel(model: ModelSource): { modelPath: string; input: 'float32' | 'uint8' } {
+  const u8 = model.card.files.onnx_uint8;
+  if (u8 && fs.existsSync(path.join(model.dir, u8))) {
+    return { modelPath: path.join(model.dir, u8), input: 'uint8' };
+  }
+  return { modelPath: modelFile(model, 'onnxruntime', 'cpu', 'fp32'), input: 'float32' };
 }

@@ -142,3 +142,40 @@ export function packBatch(images: readonly DecodedImage[], options: PackOptions)
   }
   return { tensor, shape: [images.length, 3, H, W] };
 }
+
+/**
+ * Packs RGB images into one NHWC uint8 batch, the pixels as decoded, for an engine whose model converts
+ * them itself (model.u8.onnx): each image at the top-left corner, the rest the mean colour, which the
+ * model's mean subtraction turns into 0, as packBatch pads. Shape [n, 3, H, W] like packBatch's.
+ */
+export function packBatchUint8(
+  images: readonly DecodedImage[],
+  options: PackOptions,
+): { tensor: Uint8Array; shape: [number, number, number, number] } {
+  const { height: H, width: W } = batchSize(images, options.padMultiple);
+  const rowBytes = W * 3;
+  const tensor = new Uint8Array(images.length * H * rowBytes);
+  // One row of the padding colour (RGB), copied where images do not reach.
+  const [mb, mg, mr] = options.mean;
+  const pad = new Uint8Array(rowBytes);
+  for (let o = 0; o < rowBytes; o += 3) {
+    pad[o] = mr;
+    pad[o + 1] = mg;
+    pad[o + 2] = mb;
+  }
+  for (let n = 0; n < images.length; n++) {
+    const { data, width: w, height: h } = images[n]!;
+    const imageRow = w * 3;
+    const base = n * H * rowBytes;
+    for (let y = 0; y < H; y++) {
+      const at = base + y * rowBytes;
+      if (y < h) {
+        tensor.set(data.subarray(y * imageRow, (y + 1) * imageRow), at);
+        if (imageRow < rowBytes) tensor.set(pad.subarray(imageRow), at + imageRow);
+      } else {
+        tensor.set(pad, at);
+      }
+    }
+  }
+  return { tensor, shape: [images.length, 3, H, W] };
+}

@@ -244,12 +244,36 @@ behaviour('info() reports the engine and the model card', () => {
   assert.is(info.engine.backend, 'onnxruntime');
   assert.is(info.options.backend, 'onnxruntime');
   assert.is(info.engine.device, 'cpu');
+  // model.u8.onnx: the preprocessing runs inside ONNX Runtime, the detector packs the decoded pixels
+  assert.is(info.engine.input, 'uint8-nhwc');
   assert.is(info.model.backbone, 'mobilenet0.25');
   assert.is(info.model.synthetic, false);
   // MobileNet0.25's first stage (11 convolutions) stays float32 in fp16 on CUDA.
   assert.equal(info.model.fp16, { float32_convolutions: 11 });
   assert.is(info.options.maxSize, 1080);
 });
+
+behaviour(
+  'a model folder without model.u8.onnx: ONNX Runtime on model.onnx, float32 input, same faces',
+  async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-no-u8-'));
+    const card = JSON.parse(fs.readFileSync(path.join(modelDir, 'model.json'), 'utf8'));
+    for (const file of ['model.json', card.files.onnx, card.files.torchscript]) {
+      fs.copyFileSync(path.join(modelDir, file), path.join(dir, file));
+    }
+    const float = await FaceDetector.create({ model: dir, warmup: [] });
+    try {
+      assert.is(float.info().engine.input, 'float32-nchw');
+      const image = seed('diverse_group.jpg');
+      const a = (await detector.detect(image)) as ImageResult;
+      const b = (await float.detect(image)) as ImageResult;
+      assert.ok(a.faces.length > 0);
+      assert.equal(b.faces, a.faces);
+    } finally {
+      await float.dispose();
+    }
+  },
+);
 
 behaviour.run();
 

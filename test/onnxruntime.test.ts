@@ -11,6 +11,7 @@ import { FaceDetector, FacedetError, type ImageResult } from '../src';
 import { NativeInferenceEngine, type Shape4 } from '../src/engine';
 import { OnnxRuntimeEngine } from '../src/engines/onnxruntime';
 import { readModel } from '../src/model';
+import { decodeImage, packBatch, packBatchUint8 } from '../src/preprocess';
 import type { RawOutputs } from '../src/native';
 import { eventLoopTurnsDuring } from './helpers/event-loop';
 import { rejects } from './helpers/assert';
@@ -126,6 +127,43 @@ equivalence(
     const out = await r50.infer(pseudoImage([2, 3, 100, 140]), [2, 3, 100, 140]);
     assert.equal(out.shapes.loc, [2, 634, 4]);
     await Promise.all([ort.dispose(), torch.dispose(), r50.dispose()]);
+  },
+);
+
+equivalence(
+  'model.u8.onnx (preprocessing in the graph, uint8 NHWC) gives exactly what model.onnx gives on packBatch',
+  async () => {
+    const { card } = readModel(mobilenet);
+    assert.is(card.files.onnx_uint8, 'model.u8.onnx');
+    const float = await OnnxRuntimeEngine.load({ modelPath: onnxOf(mobilenet), threads: 2 });
+    const u8 = await OnnxRuntimeEngine.load({
+      modelPath: path.join(mobilenet, card.files.onnx_uint8!),
+      input: 'uint8',
+      threads: 2,
+    });
+    assert.is(float.info().input, 'float32-nchw');
+    assert.is(u8.info().input, 'uint8-nhwc');
+    // Two real photos of different sizes in one batch: the smaller one is padded.
+    const images = await Promise.all(
+      ['diverse_group.jpg', 'cartoon.jpg'].map(async (name) =>
+        decodeImage(fs.readFileSync(path.join(FIXTURES, 'seed-images', name)), {
+          maxSize: 320,
+          maxPixels: 1e8,
+        }),
+      ),
+    );
+    const pack = { mean: card.input.mean, padMultiple: 32 };
+    const a = packBatch(images, pack);
+    const b = packBatchUint8(images, pack);
+    assert.equal(a.shape, b.shape);
+    const outA = await float.infer(a.tensor, a.shape);
+    const outB = await u8.infer(b.tensor, b.shape);
+    for (const key of KEYS) {
+      assert.equal(outB.shapes[key], outA.shapes[key], key);
+      const err = maxAbsDiff(outA[key], outB[key]);
+      assert.ok(err <= 1e-5, `${key}: max abs difference ${err}`);
+    }
+    await Promise.all([float.dispose(), u8.dispose()]);
   },
 );
 
@@ -431,6 +469,12 @@ const loadCases: [string, unknown, string | RegExp, string | (new (...args: neve
     TypeError,
   ],
   [
+    'input neither float32 nor uint8',
+    { modelPath: 'x.onnx', input: 'float16' },
+    "Expected 'float32' or 'uint8' for input but received float16 of type string",
+    TypeError,
+  ],
+  [
     'a missing file',
     { modelPath: path.join(tmp, 'missing.onnx') },
     /^model file not found: .*missing\.onnx$/,
@@ -510,6 +554,25 @@ for (const [name, args, message, errorClass] of inferCases) {
     await rejects(infer.apply(engine, args), message, errorClass);
   });
 }
+
+badCalls('infer on a uint8 engine: a Float32Array, or a wrong length -> exact errors', async () => {
+  const u8 = await OnnxRuntimeEngine.load({
+    modelPath: path.join(mobilenet, readModel(mobilenet).card.files.onnx_uint8!),
+    input: 'uint8',
+    threads: 1,
+  });
+  await rejects(
+    u8.infer(f32(3 * 32 * 32), [1, 3, 32, 32]),
+    'Expected Uint8Array for input but received Float32Array of type object',
+    TypeError,
+  );
+  await rejects(
+    u8.infer(new Uint8Array(100), [1, 3, 32, 32]),
+    'Expected Uint8Array of length 3072 for input of shape [1, 3, 32, 32] but received length 100',
+    RangeError,
+  );
+  await u8.dispose();
+});
 
 const detectorCases: [string, unknown, string][] = [
   [

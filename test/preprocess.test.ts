@@ -2,7 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import sharp from 'sharp';
 import { FacedetError } from '../src/errors';
-import { batchSize, decodeImage, fitSize, packBatch } from '../src/preprocess';
+import { batchSize, decodeImage, fitSize, packBatch, packBatchUint8 } from '../src/preprocess';
 import { gradient, pngHeaderClaiming, rawImage } from './helpers/images';
 
 const options = { maxSize: 0, maxPixels: 1e8 };
@@ -194,5 +194,31 @@ pack('BGR minus mean, NCHW, padded at the bottom-right with zeros to the multipl
   assert.is(at(1, 2, 6, 2), 0);
   assert.is(at(1, 2, 6, 1), ((1 * 5) % 256) - 123);
 });
+
+pack(
+  'packBatchUint8: the decoded RGB pixels, NHWC, padded with the mean colour (0 after the model subtracts it)',
+  () => {
+    const a = { data: gradient(5, 3), width: 5, height: 3, originalWidth: 5, originalHeight: 3 };
+    const b = { data: gradient(2, 7), width: 2, height: 7, originalWidth: 2, originalHeight: 7 };
+    const mean = [104, 117, 123] as const;
+    const { tensor, shape } = packBatchUint8([a, b], { mean, padMultiple: 4 });
+    assert.equal(shape, [2, 3, 8, 8]);
+    assert.ok(tensor instanceof Uint8Array);
+    assert.is(tensor.length, 2 * 8 * 8 * 3);
+    const at = (n: number, y: number, x: number) => [
+      ...tensor.subarray(((n * 8 + y) * 8 + x) * 3, ((n * 8 + y) * 8 + x) * 3 + 3),
+    ];
+    assert.equal(at(0, 2, 4), [20, 14, 18]); // as decoded: RGB
+    // The float batch of the same images is this minus the mean, channels reversed, NCHW.
+    const float = packBatch([a, b], { mean, padMultiple: 4 }).tensor;
+    for (let n = 0; n < 2; n++)
+      for (let y = 0; y < 8; y++)
+        for (let x = 0; x < 8; x++) {
+          const [r, g, bl] = at(n, y, x);
+          const f = (c: number) => float[((n * 3 + c) * 8 + y) * 8 + x]!;
+          assert.equal([bl! - 104, g! - 117, r! - 123], [f(0), f(1), f(2)], `image ${n} (${x}, ${y})`);
+        }
+  },
+);
 
 pack.run();

@@ -10,6 +10,8 @@ export interface WorkerData {
   threads: number;
   /** See OnnxRuntimeLoadOptions.spinning. */
   spinning: boolean | 'exclusive';
+  /** See OnnxRuntimeLoadOptions.input. */
+  input: 'float32' | 'uint8';
   /** Int32Array view: [RUNNING] runs started and not finished, [EXITING] 1 once the process exits. */
   state: SharedArrayBuffer;
 }
@@ -19,7 +21,8 @@ export const EXITING = 1;
 
 /** Main thread -> worker. */
 export type WorkerRequest =
-  { type: 'infer'; id: number; input: Float32Array; shape: Shape4; exclusive: boolean } | { type: 'close' };
+  | { type: 'infer'; id: number; input: Float32Array | Uint8Array; shape: Shape4; exclusive: boolean }
+  | { type: 'close' };
 
 /** Worker -> main thread. */
 export type WorkerReply =

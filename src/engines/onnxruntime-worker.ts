@@ -150,7 +150,11 @@ async function main(): Promise<void> {
       let inferMs: number;
       try {
         if (Atomics.load(state, EXITING)) throw new Error('the process is exiting');
-        const feed = new ort.Tensor('float32', input, shape);
+        const [n, c, h, w] = shape;
+        const feed =
+          data.input === 'uint8'
+            ? new ort.Tensor('uint8', input as Uint8Array, [n, h, w, c])
+            : new ort.Tensor('float32', input as Float32Array, shape);
         const t0 = performance.now();
         result = await runner.run({ [inputName]: feed });
         inferMs = performance.now() - t0;

@@ -13,7 +13,7 @@ import {
   type InferenceEngine,
   type InferOptions,
   type Shape4,
-  validateBatch,
+  validateBatchOf,
 } from '../engine';
 import { FacedetError, invalidParameterError, withCallSite } from '../errors';
 import type { RawOutputs } from '../native';
@@ -45,6 +45,12 @@ export interface OnnxRuntimeLoadOptions {
    * requests/s with blocking threads and 36 with spinning ones (decoding competes with them).
    */
   spinning?: boolean | 'exclusive';
+  /**
+   * What the model takes: `'float32'` (default, model.onnx: BGR minus mean, NCHW) or `'uint8'`
+   * (model.u8.onnx: the decoded RGB pixels, NHWC; the graph converts them). `infer` takes a Float32Array
+   * or a Uint8Array accordingly, with shape [n, 3, h, w] either way.
+   */
+  input?: 'float32' | 'uint8';
 }
 
 export const ONNXRUNTIME_INSTALL_HINT =
@@ -144,6 +150,7 @@ export class OnnxRuntimeEngine implements InferenceEngine {
     private readonly worker: Worker,
     private readonly threads: number,
     private readonly version: string,
+    private readonly input: 'float32' | 'uint8',
     private readonly unguard: () => void,
   ) {
     worker.on('message', (reply: WorkerReply) => this.onReply(reply));
@@ -173,6 +180,10 @@ export class OnnxRuntimeEngine implements InferenceEngine {
     if (typeof spinning !== 'boolean' && spinning !== 'exclusive') {
       throw invalidParameterError('spinning', "boolean or 'exclusive'", spinning);
     }
+    const input = options.input ?? 'float32';
+    if (input !== 'float32' && input !== 'uint8') {
+      throw invalidParameterError('input', "'float32' or 'uint8'", input);
+    }
     const ortPath = resolveOnnxRuntime();
     if (!fs.existsSync(modelPath)) {
       throw withCallSite(new FacedetError('model_not_found', `model file not found: ${modelPath}`), callSite);
@@ -182,7 +193,14 @@ export class OnnxRuntimeEngine implements InferenceEngine {
     // The worker's model load counts as a run until it reports (see guardExit).
     Atomics.store(view, RUNNING, 1);
     const unguard = guardExit(view);
-    const worker = startWorker({ ortPath, modelPath: path.resolve(modelPath), threads, spinning, state });
+    const worker = startWorker({
+      ortPath,
+      modelPath: path.resolve(modelPath),
+      threads,
+      spinning,
+      input,
+      state,
+    });
     let onMessage: ((reply: WorkerReply) => void) | undefined;
     let onError: ((error: Error) => void) | undefined;
     let onExit: ((code: number) => void) | undefined;
@@ -204,7 +222,7 @@ export class OnnxRuntimeEngine implements InferenceEngine {
         worker.once('message', onMessage).once('error', onError).once('exit', onExit);
       });
       detach();
-      return new OnnxRuntimeEngine(worker, threads, version, unguard);
+      return new OnnxRuntimeEngine(worker, threads, version, input, unguard);
     } catch (error) {
       detach();
       await worker.terminate();
@@ -221,11 +239,16 @@ export class OnnxRuntimeEngine implements InferenceEngine {
     return this.disposing !== undefined;
   }
 
-  async infer(input: Float32Array, shape: Shape4, options: InferOptions = {}): Promise<RawOutputs> {
+  async infer(
+    input: Float32Array | Uint8Array,
+    shape: Shape4,
+    options: InferOptions = {},
+  ): Promise<RawOutputs> {
     const callSite = new Error();
     if (this.disposing)
       throw withCallSite(new FacedetError('engine_disposed', 'the engine is disposed'), callSite);
-    validateBatch(input, shape);
+    if (this.input === 'uint8') validateBatchOf(Uint8Array, input, shape);
+    else validateBatchOf(Float32Array, input, shape);
     if (this.failure) throw withCallSite(new FacedetError('inference_failed', this.failure), callSite);
     // Transfer only an array that owns its whole, non-shared buffer; otherwise copy exactly the view
     // (a structured clone would copy the whole underlying buffer).
@@ -277,6 +300,7 @@ export class OnnxRuntimeEngine implements InferenceEngine {
       precision: 'fp32',
       threads: this.threads,
       version: this.version,
+      input: this.input === 'uint8' ? 'uint8-nhwc' : 'float32-nchw',
     };
   }
 
