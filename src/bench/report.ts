@@ -4,6 +4,7 @@ import {
   BUSY_CPUS,
   type BenchReport,
   IDLE_MS,
+  TIMED_MS,
   WARM_MS,
   type Cell,
   IMPL_LABELS,
@@ -68,7 +69,8 @@ export function markdownReport(r: BenchReport): string {
   }
   out.push(
     `Milliseconds **per image**: median [min–max] over interleaved rounds (${r.settings.rounds}); in every ` +
-      `round each implementation runs back to back for ${WARM_MS} ms, then once timed (warm, as under steady traffic), ` +
+      `round each implementation runs back to back for ${WARM_MS} ms untimed, then for ${TIMED_MS} ms timed (at least once; ` +
+      `the round's figure is the median of those runs: warm, as under steady traffic), ` +
       `in rotating order, with a pause after each long enough for its idle threads to stop spinning. ` +
       `Speed-up = baseline median ÷ ours (> 1×: ours is faster). Image: ${r.settings.image}, cropped and resized to ` +
       `size², JPEG q90. ResNet50 has SYNTHETIC weights (random backbone, silent heads: it finds no face, so its ` +

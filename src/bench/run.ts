@@ -153,8 +153,15 @@ function settleMs(runner: { impl: Impl }): number {
   return runner.impl === 'ort-direct' ? 60 : 30;
 }
 
-/** Untimed runs of an implementation, back to back, before its timed run in each round. */
+/** Untimed runs of an implementation, back to back, before its timed runs in each round. */
 export const WARM_MS = 150;
+
+/**
+ * Timed runs that follow, back to back, for at least this long (at least one): the round's sample is
+ * their median, so one slow run does not make a round's figure (a MobileNet0.25 512² round gets ≈ 15
+ * runs; a ResNet50 1024² round still one).
+ */
+export const TIMED_MS = 100;
 
 /** How long the machine idles before the timed first run of a sporadic request (whole path, batch 1). */
 export const IDLE_MS = 300;
@@ -291,8 +298,10 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       if (!known) return undefined;
       const below = [...known.keys()].filter((s) => s <= size);
       const from = below.length ? Math.max(...below) : Math.min(...known.keys());
-      total += known.get(from)! * (size / from) ** 2 * batch * (r.warmup + 2 * options.minRounds);
-      total += (settleMs(r) + (r.measure === 'whole' && batch === 1 ? IDLE_MS : 0)) * options.minRounds;
+      const ms = known.get(from)! * (size / from) ** 2 * batch;
+      const round = Math.max(ms, WARM_MS) + Math.max(ms, TIMED_MS) + settleMs(r);
+      total +=
+        ms * r.warmup + (round + (r.measure === 'whole' && batch === 1 ? IDLE_MS : 0)) * options.minRounds;
     }
     return total / 1000;
   };
@@ -512,7 +521,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         let rounds = 0;
         for (;;) {
           // Interleaved: every implementation once per round, the order rotating from round to round.
-          // The timed run follows untimed ones of the same implementation, back to back for at least
+          // The timed runs follow untimed ones of the same implementation, back to back for at least
           // WARM_MS: every runtime is timed warm, as under steady traffic. Timing a run that follows a
           // pause measures how fast the machine wakes instead (on this VM, after 30 ms of idle the ONNX
           // Runtime engine ran MobileNet0.25 512² in 8-9 ms, back to back in 5.5 ms; eager PyTorch after
@@ -526,11 +535,15 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
             const first = await attempt(r);
             if (idle && first) idle.push(first.ms / batch);
             while (first && performance.now() - warmFrom < WARM_MS) await attempt(r);
-            const out = await attempt(r);
-            if (out) {
-              samples.get(r)!.push(out.ms / batch);
+            const timed: number[] = [];
+            const timedFrom = performance.now();
+            do {
+              const out = await attempt(r);
+              if (!out) break;
+              timed.push(out.ms / batch);
               if (out.faces !== undefined) faces.set(r, out.faces);
-            }
+            } while (performance.now() - timedFrom < TIMED_MS);
+            if (timed.length) samples.get(r)!.push(summarize(timed).median);
             await sleep(settleMs(r));
           }
           rounds++;
