@@ -13,11 +13,12 @@
 
 namespace facedet {
 
-// A loaded model and the threads its batches run on. The executor is declared last so it is
-// destroyed (its threads joined) before the backend.
+// A loaded model and the threads its batches run on (shared by the process's CPU LibTorch engines).
+// The executor is declared last so it is released (its threads joined, when no other engine holds it)
+// before the backend.
 struct LoadedModel {
   std::unique_ptr<Backend> backend;
-  std::unique_ptr<Executor> executor;
+  std::shared_ptr<Executor> executor;
 };
 
 class Engine : public Napi::ObjectWrap<Engine> {

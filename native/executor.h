@@ -17,9 +17,7 @@ namespace facedet {
 
 class Executor {
  public:
-  explicit Executor(size_t threads) {
-    for (size_t i = 0; i < threads; ++i) workers_.emplace_back([this] { loop(); });
-  }
+  explicit Executor(size_t threads) { grow(threads); }
   ~Executor() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -30,6 +28,11 @@ class Executor {
   }
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
+
+  // Adds threads up to `threads` in all (call before any concurrent run).
+  void grow(size_t threads) {
+    while (workers_.size() < threads) workers_.emplace_back([this] { loop(); });
+  }
 
   // Runs `task` on one of the executor's threads and waits for it; its exception is rethrown here.
   void run(std::function<void()> task) {

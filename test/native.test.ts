@@ -363,6 +363,64 @@ runtime('the input stays alive on the worker thread after JS drops it (forced GC
   assert.match(result.stdout, /diff 0\n/, `stdout: ${result.stdout} stderr: ${result.stderr}`);
 });
 
+// The threads of this process and the CPUs each may run on, as a child script prints them.
+const threadsScript = `
+  const fs = require('fs');
+  const threads = () => fs.readdirSync('/proc/self/task').map((t) => ({ tid: Number(t),
+    cpus: fs.readFileSync('/proc/self/task/' + t + '/status', 'utf8').match(/Cpus_allowed_list:\\s*(\\S+)/)[1] }));
+  const print = (label) => process.stdout.write(JSON.stringify({ label, threads: threads() }) + String.fromCharCode(10));`;
+
+interface ThreadsReport {
+  label: string;
+  threads: { tid: number; cpus: string }[];
+}
+const reports = (stdout: string) => stdout.trim().split('\n').map((line) => JSON.parse(line) as ThreadsReport);
+
+runtime('every CPU engine of a process runs on one thread: a second engine adds no threads', () => {
+  const result = child(`${threadsScript}
+    const b = require(process.env.FACEDET_NATIVE);
+    (async () => {
+      const x = new Float32Array(3 * 64 * 64);
+      const a = await b.Engine.load({ modelPath: ${JSON.stringify(cpuModel)}, threads: 2 });
+      await a.infer(x, [1, 3, 64, 64]);
+      print('one engine');
+      const c = await b.Engine.load({ modelPath: ${JSON.stringify(cpuModel)}, threads: 2 });
+      await Promise.all([a.infer(x, [1, 3, 64, 64]), c.infer(x, [1, 3, 64, 64])]);
+      print('two engines');
+    })();`);
+  assert.is(result.status, 0, result.stderr);
+  const [one, two] = reports(result.stdout);
+  // A thread (and an OpenMP team) per engine is what made LibTorch slow on 2 CPUs (native/engine.cc).
+  assert.is(two!.threads.length, one!.threads.length, result.stdout);
+});
+
+runtime('a LibTorch team as large as the CPUs gets one CPU per thread; the JS thread stays free', () => {
+  const cpus = os.availableParallelism();
+  for (const threads of [cpus, 1]) {
+    const result = child(`${threadsScript}
+      const b = require(process.env.FACEDET_NATIVE);
+      b.Engine.load({ modelPath: ${JSON.stringify(cpuModel)}, threads: ${threads} }).then(async (e) => {
+        await e.infer(new Float32Array(3 * 64 * 64), [1, 3, 64, 64]);
+        print('after');
+      });`);
+    assert.is(result.status, 0, result.stderr);
+    const [after] = reports(result.stdout);
+    const all = `0-${cpus - 1}`;
+    const main = after!.threads.find((t) => t.tid === result.pid)!;
+    assert.is(main.cpus, cpus === 1 ? '0' : all, 'the JS thread is not pinned');
+    const pinned = after!.threads.filter((t) => t.cpus !== all).map((t) => t.cpus);
+    if (threads >= 2) {
+      assert.equal(
+        pinned.sort((p, q) => Number(p) - Number(q)),
+        Array.from({ length: cpus }, (_, i) => String(i)),
+        result.stdout,
+      );
+    } else {
+      assert.equal(pinned, [], `a one-thread engine pins nothing: ${result.stdout}`);
+    }
+  }
+});
+
 runtime('process.exit() while an inference runs ends the process cleanly', () => {
   for (const stage of ['loading', 'inferring', 'disposing']) {
     const result = child(`
