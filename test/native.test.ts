@@ -374,7 +374,11 @@ interface ThreadsReport {
   label: string;
   threads: { tid: number; cpus: string }[];
 }
-const reports = (stdout: string) => stdout.trim().split('\n').map((line) => JSON.parse(line) as ThreadsReport);
+const reports = (stdout: string) =>
+  stdout
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as ThreadsReport);
 
 runtime('every CPU engine of a process runs on one thread: a second engine adds no threads', () => {
   const result = child(`${threadsScript}
