@@ -39,6 +39,11 @@ export interface RawOutputs {
   shapes: { loc: number[]; conf: number[]; landmarks: number[] };
   /** Time spent in the network, on the worker thread. */
   inferMs: number;
+  /**
+   * The input array, handed back by an engine that took it by transfer (`InferOptions.transfer`): its
+   * memory is the caller's again, to reuse for a later batch. Absent from the native addon's outputs.
+   */
+  input?: Float32Array | Uint8Array;
 }
 
 export interface NativeEngine {

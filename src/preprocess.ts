@@ -114,14 +114,26 @@ export function batchSize(images: readonly { width: number; height: number }[], 
 }
 
 /**
+ * Where a packer may take its output array from: an array of exactly `length` elements that the caller
+ * no longer uses (every element is overwritten), or undefined for a fresh one.
+ */
+export type ReuseArray<T> = (length: number) => T | undefined;
+
+/**
  * Packs RGB images into one NCHW float32 batch: BGR minus mean, each image at the top-left corner,
  * the rest zero (zero after mean subtraction, as the network's own padding), so coordinates do not move.
  */
-export function packBatch(images: readonly DecodedImage[], options: PackOptions): Batch {
+export function packBatch(
+  images: readonly DecodedImage[],
+  options: PackOptions,
+  reuse?: ReuseArray<Float32Array>,
+): Batch {
   const { height: H, width: W } = batchSize(images, options.padMultiple);
   const plane = H * W;
-  // Fresh, so zero-filled: the padding needs no writes.
-  const tensor = new Float32Array(images.length * 3 * plane);
+  const length = images.length * 3 * plane;
+  const reused = reuse?.(length);
+  // A fresh array is zero-filled, so its padding needs no writes; a reused one gets them.
+  const tensor = reused ?? new Float32Array(length);
   const [mb, mg, mr] = options.mean;
   for (let n = 0; n < images.length; n++) {
     const { data, width: w, height: h } = images[n]!;
@@ -139,6 +151,12 @@ export function packBatch(images: readonly DecodedImage[], options: PackOptions)
         tensor[b0 + o] = data[src + 2]! - mb;
       }
     }
+    if (reused) {
+      for (const p0 of [b0, g0, r0]) {
+        if (w < W) for (let y = 0; y < h; y++) tensor.fill(0, p0 + y * W + w, p0 + (y + 1) * W);
+        tensor.fill(0, p0 + h * W, p0 + plane);
+      }
+    }
   }
   return { tensor, shape: [images.length, 3, H, W] };
 }
@@ -151,10 +169,13 @@ export function packBatch(images: readonly DecodedImage[], options: PackOptions)
 export function packBatchUint8(
   images: readonly DecodedImage[],
   options: PackOptions,
+  reuse?: ReuseArray<Uint8Array>,
 ): { tensor: Uint8Array; shape: [number, number, number, number] } {
   const { height: H, width: W } = batchSize(images, options.padMultiple);
   const rowBytes = W * 3;
-  const tensor = new Uint8Array(images.length * H * rowBytes);
+  const length = images.length * H * rowBytes;
+  // Every byte is written below, so a reused array needs no clearing.
+  const tensor = reuse?.(length) ?? new Uint8Array(length);
   // One row of the padding colour (RGB), copied where images do not reach.
   const [mb, mg, mr] = options.mean;
   const pad = new Uint8Array(rowBytes);

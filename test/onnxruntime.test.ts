@@ -264,6 +264,10 @@ runtime('transfer: true detaches an array that owns its buffer; otherwise the in
   const moved = await engine.infer(owned, shape, { transfer: true });
   assert.is(owned.length, 0, 'transferred: detached');
   assert.is(maxAbsDiff(moved.conf, expected.conf), 0);
+  // ... and handed back with the outputs, unchanged, for the caller to reuse.
+  assert.ok(moved.input instanceof Float32Array);
+  assert.is(maxAbsDiff(moved.input, original), 0);
+  assert.is(expected.input, undefined, 'a copy is not handed back');
 
   // A view into a larger buffer is copied even with transfer: true (the rest of the buffer is not ours).
   const big = new Float32Array(original.length + 10);
@@ -271,6 +275,7 @@ runtime('transfer: true detaches an array that owns its buffer; otherwise the in
   const view = big.subarray(10);
   const fromView = await engine.infer(view, shape, { transfer: true });
   assert.is(view.length, original.length);
+  assert.is(fromView.input, undefined);
   assert.is(maxAbsDiff(fromView.loc, expected.loc), 0);
 
   // Outputs are plain arrays that own their memory and outlive the engine.

@@ -221,4 +221,25 @@ pack(
   },
 );
 
+pack('a reused output array (any contents) is packed exactly as a fresh one, padding included', () => {
+  const mean = [104, 117, 123] as const;
+  // 6x3 and 3x6 pad to 8x4 and 4x8: the same length, the padding in different places.
+  const wide = { data: gradient(6, 3), width: 6, height: 3, originalWidth: 6, originalHeight: 3 };
+  const tall = { data: gradient(3, 6), width: 3, height: 6, originalWidth: 3, originalHeight: 6 };
+  for (const images of [[wide], [tall], [tall, wide]]) {
+    const fresh = packBatch(images, { mean, padMultiple: 4 });
+    const dirty = new Float32Array(fresh.tensor.length).fill(-7);
+    const reused = packBatch(images, { mean, padMultiple: 4 }, (length) =>
+      length === dirty.length ? dirty : undefined,
+    );
+    assert.ok(reused.tensor === dirty, 'the offered array is used');
+    assert.equal([...reused.tensor], [...fresh.tensor]);
+    const fresh8 = packBatchUint8(images, { mean, padMultiple: 4 });
+    const dirty8 = new Uint8Array(fresh8.tensor.length).fill(7);
+    const reused8 = packBatchUint8(images, { mean, padMultiple: 4 }, () => dirty8);
+    assert.ok(reused8.tensor === dirty8);
+    assert.equal([...reused8.tensor], [...fresh8.tensor]);
+  }
+});
+
 pack.run();

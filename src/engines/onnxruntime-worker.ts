@@ -20,6 +20,7 @@ function resultMessage(
   id: number,
   result: Ort.InferenceSession.OnnxValueMapType,
   inferMs: number,
+  input: Float32Array | Uint8Array,
 ): [WorkerReply, ArrayBuffer[]] {
   const tensors = OUTPUTS.map((name) => {
     const tensor = result[name]!;
@@ -39,7 +40,9 @@ function resultMessage(
     conf: [...tensors[1]!.dims],
     landmarks: [...tensors[2]!.dims],
   };
-  return [{ type: 'result', id, loc, conf, landmarks, shapes, inferMs }, [...new Set(transfer)]];
+  // The input goes back too, so that the caller can reuse its memory (see RawOutputs.input).
+  transfer.push(input.buffer as ArrayBuffer);
+  return [{ type: 'result', id, loc, conf, landmarks, shapes, inferMs, input }, [...new Set(transfer)]];
 }
 
 function messageOf(error: unknown): string {
@@ -166,7 +169,7 @@ async function main(): Promise<void> {
         Atomics.notify(state, RUNNING);
       }
       try {
-        post(...resultMessage(id, result, inferMs));
+        post(...resultMessage(id, result, inferMs, input));
       } catch (error) {
         post({ type: 'error', id, message: messageOf(error) });
       }

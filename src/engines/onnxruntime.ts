@@ -270,7 +270,10 @@ export class OnnxRuntimeEngine implements InferenceEngine {
     };
     this.worker.postMessage(request, [data.buffer as ArrayBuffer]);
     try {
-      return await result;
+      const outputs = await result;
+      // Our own copy is not the caller's to reuse.
+      if (!owned) delete outputs.input;
+      return outputs;
     } catch (error) {
       const message = (error as Error)?.message ?? String(error);
       throw withCallSite(new FacedetError('inference_failed', message, { cause: error }), callSite);
@@ -317,8 +320,15 @@ export class OnnxRuntimeEngine implements InferenceEngine {
   private onReply(reply: WorkerReply): void {
     switch (reply.type) {
       case 'result': {
-        const { loc, conf, landmarks, shapes, inferMs } = reply;
-        this.settle(reply.id)?.resolve({ loc, conf, landmarks, shapes, inferMs });
+        const { loc, conf, landmarks, shapes, inferMs, input } = reply;
+        this.settle(reply.id)?.resolve({
+          loc,
+          conf,
+          landmarks,
+          shapes,
+          inferMs,
+          ...(input ? { input } : {}),
+        });
         break;
       }
       case 'error':
