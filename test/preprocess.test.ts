@@ -2,7 +2,10 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import sharp from 'sharp';
 import { FacedetError } from '../src/errors';
-import { batchSize, decodeImage, fitSize, packBatch, packBatchUint8 } from '../src/preprocess';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { batchSize, decodeImage, fitSize, headerSize, packBatch, packBatchUint8 } from '../src/preprocess';
 import { gradient, pngHeaderClaiming, rawImage } from './helpers/images';
 
 const options = { maxSize: 0, maxPixels: 1e8 };
@@ -146,6 +149,93 @@ resize('decodeImage applies it and reports the original size', async () => {
 });
 
 resize.run();
+
+const header = suite('decode: sizes from the header');
+
+header('headerSize reads JPEG (baseline, progressive, EXIF-tagged) and PNG sizes as stored', async () => {
+  const image = rawImage(37, 21);
+  const cases = [
+    ['jpeg', await image.clone().jpeg().toBuffer()],
+    ['progressive jpeg', await image.clone().jpeg({ progressive: true }).toBuffer()],
+    ['jpeg tagged orientation 6', await image.clone().withMetadata({ orientation: 6 }).jpeg().toBuffer()],
+    ['png', await image.clone().png().toBuffer()],
+  ] as const;
+  for (const [name, bytes] of cases) {
+    assert.equal(headerSize(bytes), { width: 37, height: 21 }, name);
+    assert.equal(headerSize(new Uint8Array(bytes)), { width: 37, height: 21 }, `${name}, Uint8Array`);
+  }
+  // Fill bytes before a marker are allowed.
+  const jpeg = cases[0][1];
+  const filled = Buffer.concat([jpeg.subarray(0, 2), Buffer.from([0xff, 0xff]), jpeg.subarray(2)]);
+  assert.equal(headerSize(filled), { width: 37, height: 21 });
+});
+
+header(
+  'headerSize: other formats, garbage and every truncation give undefined, never a wrong size',
+  async () => {
+    assert.is(headerSize(await rawImage(8, 8).webp().toBuffer()), undefined);
+    assert.is(headerSize(await rawImage(8, 8).gif().toBuffer()), undefined);
+    assert.is(headerSize(Buffer.from('definitely not an image')), undefined);
+    assert.is(headerSize(Buffer.alloc(0)), undefined);
+    for (const bytes of [await rawImage(37, 21).jpeg().toBuffer(), await rawImage(37, 21).png().toBuffer()]) {
+      for (let n = 0; n < 700; n++) {
+        const size = headerSize(bytes.subarray(0, n));
+        assert.ok(size === undefined || (size.width === 37 && size.height === 21), `${n} bytes`);
+      }
+    }
+  },
+);
+
+header('a Buffer (sizes from its header) decodes exactly like the same file (sizes from sharp)', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-header-'));
+  try {
+    const upright = await rawImage(40, 30).png().toBuffer();
+    // Every EXIF orientation (5-8 swap the sides), JPEG and PNG, at sizes that fit maxSize or not.
+    for (let tag = 1; tag <= 8; tag++) {
+      const tagged = sharp(upright).withMetadata({ orientation: tag });
+      for (const [format, bytes] of [
+        ['jpeg', await tagged.clone().jpeg().toBuffer()],
+        ['png', await tagged.clone().png().toBuffer()],
+      ] as const) {
+        const file = path.join(dir, `${tag}.${format}`);
+        fs.writeFileSync(file, bytes);
+        for (const maxSize of [0, 20, 39, 40, 41, 1080]) {
+          const opts = { maxSize, maxPixels: 1e8 };
+          const [fromBytes, fromFile] = await Promise.all([
+            decodeImage(bytes, opts),
+            decodeImage(file, opts),
+          ]);
+          const label = `${format}, orientation ${tag}, maxSize ${maxSize}`;
+          assert.equal(
+            [fromBytes.width, fromBytes.height, fromBytes.originalWidth, fromBytes.originalHeight],
+            [fromFile.width, fromFile.height, fromFile.originalWidth, fromFile.originalHeight],
+            label,
+          );
+          assert.ok(fromBytes.data.equals(fromFile.data), `${label}: pixels`);
+        }
+      }
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+header('a JPEG that fails after a good header gets the same error as from a file', async () => {
+  const jpeg = await rawImage(64, 64).jpeg().toBuffer();
+  const truncated = jpeg.subarray(0, jpeg.length / 2);
+  assert.ok(headerSize(truncated));
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-header-')), 'truncated.jpg');
+  fs.writeFileSync(file, truncated);
+  try {
+    const [fromBytes, fromFile] = [await decodeError(truncated), await decodeError(file)];
+    assert.is(fromBytes.code, 'image_decode_failed');
+    assert.is(fromBytes.message, fromFile.message);
+  } finally {
+    fs.rmSync(path.dirname(file), { recursive: true, force: true });
+  }
+});
+
+header.run();
 
 const errors = suite('decode: errors');
 
