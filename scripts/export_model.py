@@ -371,7 +371,7 @@ def model_card(args, model, weights_sha: Optional[str], onnx_written: bool, opse
     import torch
 
     import retinaface_ref as ref
-    from retinaface_model import fp16_float32_convolutions
+    from retinaface_model import conv_flops_per_pixel, fp16_float32_convolutions
 
     return {
         'format': 1,
@@ -400,6 +400,7 @@ def model_card(args, model, weights_sha: Optional[str], onnx_written: bool, opse
             'clip': False,
         },
         'recommended_max_size': MAX_SIZE,
+        'conv_flops_per_pixel': conv_flops_per_pixel(model),
         'files': {
             'torchscript': 'model.pt',
             'onnx': 'model.onnx' if onnx_written else None,

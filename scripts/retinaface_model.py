@@ -257,6 +257,30 @@ def fp16_float32_convolutions(model: 'RetinaFace') -> int:
     return 0
 
 
+def conv_flops_per_pixel(model: 'RetinaFace') -> float:
+    """Floating-point operations of the model's convolutions (a multiply-add counts 2) per input pixel
+    (model card `conv_flops_per_pixel`). Exact for any height and width that are multiples of 32: every
+    feature map is then the input divided by its stride, so the count grows with the pixels. Counted on
+    a 256x256 zero image with forward hooks; the benchmark divides it by engine times (GFLOP/s)."""
+    import torch
+
+    side = 256
+    total = [0]
+
+    def count(conv: nn.Conv2d, _inputs: object, output: torch.Tensor) -> None:
+        kh, kw = conv.kernel_size
+        total[0] += 2 * output.numel() * (conv.in_channels // conv.groups) * kh * kw
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, side, side))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total[0] / (side * side)
+
+
 def build_model(backbone: str) -> RetinaFace:
     """A RetinaFace with default (random) initialisation, in eval mode."""
     return RetinaFace(backbone).eval()

@@ -23,6 +23,8 @@ export interface ModelCard {
   };
   anchors: { min_sizes: number[][]; steps: number[]; variances: [number, number]; clip: boolean };
   recommended_max_size: number;
+  /** Floating-point operations of the convolutions per input pixel (multiply-add = 2; exporter-written). */
+  conv_flops_per_pixel?: number;
   files: {
     torchscript: string;
     torchscript_int8?: string;

@@ -174,6 +174,16 @@ endToEnd('measures every engine and baseline, labels the synthetic model, writes
   assert.match(text, /### Does batching pay\?/);
   assert.match(text, /\| ResNet50 \(SYNTHETIC weights\) \| 64² \| 1 \|/);
   assert.match(text, /### Skipped cells/);
+  // GFLOP/s from the model cards' convolution counts: ResNet50 at 64² is 216136 x 64² FLOP.
+  assert.equal(
+    report.models.map((m) => m.convFlopsPerPixel),
+    [4790.75, 216136],
+  );
+  assert.match(text, /### Arithmetic rate/);
+  assert.match(
+    text,
+    /\| ResNet50 \(SYNTHETIC weights\) \| 64² \| 1 \| 0\.89 \| \d+ GFLOP\/s \| \d+ GFLOP\/s \|/,
+  );
   assert.is(markdownReport(report).split('\n')[0], text.split('\n')[0]);
 });
 

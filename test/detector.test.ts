@@ -265,6 +265,8 @@ behaviour('info() reports the engine and the model card', () => {
   assert.is(info.model.synthetic, false);
   // MobileNet0.25's first stage (11 convolutions) stays float32 in fp16 on CUDA.
   assert.equal(info.model.fp16, { float32_convolutions: 11 });
+  // Its convolutions: 1.26 GFLOP for a 512x512 image (counted by the exporter, multiply-add = 2).
+  assert.is(info.model.conv_flops_per_pixel, 4790.75);
   assert.is(info.options.maxSize, 1080);
 });
 
@@ -300,6 +302,7 @@ resnet('runs end to end through the same API: shapes, anchor count, no faces fro
   assert.is(card.backbone, 'resnet50');
   assert.is(card.synthetic, true);
   assert.equal(card.fp16, { float32_convolutions: 0 }); // fp16 throughout (no real weights to check)
+  assert.is(card.conv_flops_per_pixel, 216136); // 56.7 GFLOP of convolutions at 512x512
   const engine = await loadBinding().Engine.load({ modelPath: path.join(dir, card.files.torchscript) });
   const out = await engine.infer(new Float32Array(3 * 480 * 640), [1, 3, 480, 640]);
   const anchors = (60 * 80 + 30 * 40 + 15 * 20) * 2;

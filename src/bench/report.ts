@@ -120,6 +120,39 @@ export function markdownReport(r: BenchReport): string {
     );
   }
 
+  const flopsPerPixel = new Map(r.models.map((m) => [m.name, m.convFlopsPerPixel]));
+  const rateRows = engineRows.filter((c) => flopsPerPixel.get(c.model));
+  if (rateRows.length) {
+    out.push(
+      '### Arithmetic rate (convolution GFLOP per image ÷ engine time per image)',
+      '',
+      'What the engine-only medians above mean in GFLOP/s (a multiply-add counts 2; the convolutions ' +
+        "are nearly all of the network's arithmetic; the count per pixel is in the model card, " +
+        "`conv_flops_per_pixel`). A rate near the CPUs' fp32 peak means no fp32 engine can be much faster.",
+      '',
+    );
+    const impls: Impl[] = ['torch', 'onnxruntime', 'ort-direct', 'pytorch'];
+    out.push(
+      table(
+        ['model', 'size', 'batch', 'GFLOP per image', ...impls.map((i) => IMPL_LABELS[i])],
+        rateRows.map((c) => {
+          const gflop = (flopsPerPixel.get(c.model)! * c.size * c.size) / 1e9;
+          return [
+            cellLabel(c),
+            `${c.size}²`,
+            String(c.batch),
+            gflop < 10 ? gflop.toFixed(2) : gflop.toFixed(1),
+            ...impls.map((i) => {
+              const res = c.results?.engine?.[i];
+              return res?.n ? `${Math.round(gflop / (res.median / 1000))} GFLOP/s` : '–';
+            }),
+          ];
+        }),
+      ),
+      '',
+    );
+  }
+
   const wholeRows = measured.filter((c) => c.results?.whole);
   if (wholeRows.length) {
     out.push('### Whole path per image (JPEG bytes → decode → preprocess → infer → postprocess → faces)', '');

@@ -121,7 +121,15 @@ export interface BenchReport {
     full: boolean;
     maxMinutes: number;
   };
-  models: { name: string; dir: string; backbone: string; synthetic: boolean; label: string }[];
+  models: {
+    name: string;
+    dir: string;
+    backbone: string;
+    synthetic: boolean;
+    label: string;
+    /** From the model card (absent in cards older than the field). */
+    convFlopsPerPixel?: number;
+  }[];
   cells: Cell[];
   seconds: number;
   /** Highest 1-minute load average seen during the run. */
@@ -671,6 +679,9 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       backbone: m.source.card.backbone,
       synthetic: m.source.card.synthetic,
       label: m.label,
+      ...(m.source.card.conv_flops_per_pixel
+        ? { convFlopsPerPixel: m.source.card.conv_flops_per_pixel }
+        : {}),
     })),
     cells,
     seconds: Math.round(performance.now() - started) / 1000,
