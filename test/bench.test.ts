@@ -103,7 +103,8 @@ endToEnd('measures every engine and baseline, labels the synthetic model, writes
     stdout.push(String(chunk)),
     true
   )) as typeof process.stdout.write;
-  process.stderr.write = (() => true) as typeof process.stderr.write;
+  const logs: string[] = [];
+  process.stderr.write = ((chunk: string) => (logs.push(String(chunk)), true)) as typeof process.stderr.write;
   let code: number;
   try {
     code = await main([
@@ -117,6 +118,8 @@ endToEnd('measures every engine and baseline, labels the synthetic model, writes
       '--batch',
       '1,2',
       '--iterations',
+      '2',
+      '--passes',
       '2',
       '--threads',
       '1',
@@ -168,6 +171,25 @@ endToEnd('measures every engine and baseline, labels the synthetic model, writes
     assert.ok(s['torch:pytorch']! > 0 && s['onnxruntime:ort-direct']! > 0, JSON.stringify(cell.speedups));
     assert.ok((cell.speedups?.whole?.['onnxruntime:pytorch'] ?? 0) > 0);
   }
+  // --iterations 2 --passes 2: two passes over each batch size's cells, one round each; the cells in plan
+  // order in the report.
+  const log = logs.join('');
+  assert.match(log, /batch 1, pass 1 of 2: 4 cells in/);
+  assert.match(log, /batch 1, pass 2 of 2: 4 cells in/);
+  assert.match(log, /batch 2, pass 2 of 2: 2 cells in/);
+  assert.equal(
+    report.cells.map((c) => [c.backbone, c.size, c.batch]),
+    [
+      ['mobilenet0.25', 64, 1],
+      ['mobilenet0.25', 96, 1],
+      ['resnet50', 64, 1],
+      ['resnet50', 96, 1],
+      ['mobilenet0.25', 64, 2],
+      ['mobilenet0.25', 96, 2],
+      ['resnet50', 64, 2],
+      ['resnet50', 96, 2],
+    ],
+  );
   const text = stdout.join('');
   assert.match(text, /### Engine only/);
   assert.match(text, /### Whole path per image/);

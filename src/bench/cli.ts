@@ -17,15 +17,16 @@ export class BenchUsageError extends Error {}
 export const benchUsage =
   'facedet bench [--model DIR]... [--size 256,512,...] [--batch 1,4,16] [--iterations N] [--threads N]\n' +
   '              [--engines torch,onnxruntime] [--only engine|whole] [--no-pytorch] [--no-ort-direct]\n' +
-  '              [--full] [--max-minutes M] [--cell-seconds S] [--image FILE] [--json] [--out FILE]\n' +
-  '              [--readme FILE]\n' +
+  '              [--full] [--max-minutes M] [--cell-seconds S] [--passes P] [--image FILE] [--json]\n' +
+  '              [--out FILE] [--readme FILE]\n' +
   '\n' +
   'Times the engine alone and the whole library path per image for each model, size and batch, with\n' +
   "two baselines interleaved in the same run: eager PyTorch from Python in the original project's\n" +
   'style (scripts/bench_pytorch.py; $FACEDET_PYTHON) and onnxruntime-node used directly. Prints a\n' +
   'markdown table (or the JSON with --json) and writes the JSON to bench-results/cpu-<date>.json.\n' +
   'The default plan skips the biggest cells (listed with the reason) and stays within --max-minutes\n' +
-  '(default 9); --full runs every cell.';
+  "(default 9); --full runs every cell. --passes P (default 1) measures each batch size's cells in P\n" +
+  "passes, each giving every cell its share of the rounds: a cell's rounds are spread over minutes.";
 
 export const benchOptions: NonNullable<ParseArgsConfig['options']> = {
   model: { type: 'string', multiple: true },
@@ -40,6 +41,7 @@ export const benchOptions: NonNullable<ParseArgsConfig['options']> = {
   full: { type: 'boolean' },
   'max-minutes': { type: 'string' },
   'cell-seconds': { type: 'string' },
+  passes: { type: 'string' },
   image: { type: 'string' },
   json: { type: 'boolean' },
   out: { type: 'string' },
@@ -108,6 +110,7 @@ export async function benchMain(values: Values, python: string): Promise<number>
     full: Boolean(values.full),
     maxMinutes: int(values, 'max-minutes', 0, 10_000) ?? 9,
     cellSeconds,
+    passes: int(values, 'passes', 1, 100) ?? 1,
     minRounds: 4,
     maxRounds: 25,
     ...(values.image ? { image: String(values.image) } : {}),

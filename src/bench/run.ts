@@ -51,8 +51,13 @@ export interface BenchOptions {
   full: boolean;
   /** Skip cells that would not finish within this many minutes from the start (0: no limit). */
   maxMinutes: number;
-  /** Time box of the measured rounds of one cell. */
+  /** Time box of the measured rounds of one cell (over all passes). */
   cellSeconds: number;
+  /**
+   * Passes over each batch size's cells (default 1): each gives every cell its share of the rounds and
+   * of the time box, so that a cell's rounds are spread over minutes (at most one pass per round).
+   */
+  passes: number;
   minRounds: number;
   maxRounds: number;
   /** Photo the benchmark JPEGs are cut from. */
@@ -213,6 +218,87 @@ interface ModelContext {
   errors: Partial<Record<Impl, string>>;
 }
 
+/** A cell being measured: its runners and what their rounds gave so far. */
+interface PlannedCell {
+  base: Cell;
+  runners: Runner[];
+  /** Per runner, the per-image median of each round. */
+  samples: Map<Runner, number[]>;
+  /** Whole path at batch 1: each round's first run, after IDLE_MS of quiet. */
+  idleSamples: Map<Runner, number[]>;
+  faces: Map<Runner, number>;
+  errors: Map<Runner, string>;
+  rounds: number;
+  /** Seconds spent in the cell's rounds. */
+  seconds: number;
+  load?: [number, number];
+  /** CPU of other processes (and stolen) times seconds, over cpuSeconds of measuring. */
+  others: CpuShare;
+  cpuSeconds?: number;
+}
+
+/** One run; a runner that failed once is not run again (its error is reported). */
+async function attemptRun(cell: PlannedCell, r: Runner): Promise<{ ms: number; faces?: number } | undefined> {
+  if (cell.errors.has(r)) return undefined;
+  try {
+    return await r.run();
+  } catch (error) {
+    cell.errors.set(r, (error as Error).message.split('\n')[0]!);
+    return undefined;
+  }
+}
+
+/**
+ * One round: every implementation once, the order rotating from round to round. The timed runs follow
+ * untimed ones of the same implementation, back to back for at least WARM_MS: every runtime is timed
+ * warm, as under steady traffic. Timing a run that follows a pause measures how fast the machine wakes
+ * instead (on this VM, after 30 ms of idle the ONNX Runtime engine ran MobileNet0.25 512² in 8-9 ms,
+ * back to back in 5.5 ms; eager PyTorch after ≈ 0.5 s idle ran the 256² whole path in 8-10 ms or 60-90
+ * ms, at random). For the whole path at batch 1 the first run comes after IDLE_MS of quiet and is
+ * recorded too: a sporadic request.
+ */
+async function measureRound(cell: PlannedCell): Promise<void> {
+  const { runners } = cell;
+  const batch = cell.base.batch;
+  for (let k = 0; k < runners.length; k++) {
+    const r = runners[(k + cell.rounds) % runners.length]!;
+    const idle = cell.idleSamples.get(r);
+    if (idle) await sleep(IDLE_MS);
+    const warmFrom = performance.now();
+    const first = await attemptRun(cell, r);
+    if (idle && first) idle.push(first.ms / batch);
+    while (first && performance.now() - warmFrom < WARM_MS) await attemptRun(cell, r);
+    const timed: number[] = [];
+    const timedFrom = performance.now();
+    do {
+      const out = await attemptRun(cell, r);
+      if (!out) break;
+      timed.push(out.ms / batch);
+      if (out.faces !== undefined) cell.faces.set(r, out.faces);
+    } while (performance.now() - timedFrom < TIMED_MS);
+    if (timed.length) cell.samples.get(r)!.push(summarize(timed).median);
+    await sleep(settleMs(r));
+  }
+  cell.rounds++;
+}
+
+/** Seconds the rounds of a cell should take, from one run of each implementation (ms per batch). */
+function estimateSeconds(
+  runners: Runner[],
+  runMs: Map<Runner, number>,
+  batch: number,
+  rounds: number,
+): number {
+  let total = 0;
+  for (const r of runners) {
+    const ms = runMs.get(r);
+    if (ms === undefined) continue; // failed: not run again
+    const round = Math.max(ms, WARM_MS) + Math.max(ms, TIMED_MS) + settleMs(r);
+    total += (round + (r.measure === 'whole' && batch === 1 ? IDLE_MS : 0)) * rounds;
+  }
+  return total / 1000;
+}
+
 /** Runs the benchmark; returns the report (the caller prints and writes it). */
 export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const started = performance.now();
@@ -292,28 +378,6 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     return image;
   };
 
-  // Per model and implementation: per-image median at each measured size, for time estimates.
-  const seen = new Map<string, Map<number, number>>();
-  const estimate = (
-    m: ModelContext,
-    runners: { measure: Measure; impl: Impl; warmup: number }[],
-    size: number,
-    batch: number,
-  ) => {
-    let total = 0;
-    for (const r of runners) {
-      const known = seen.get(`${m.source.card.name}/${r.measure}/${r.impl}`);
-      if (!known) return undefined;
-      const below = [...known.keys()].filter((s) => s <= size);
-      const from = below.length ? Math.max(...below) : Math.min(...known.keys());
-      const ms = known.get(from)! * (size / from) ** 2 * batch;
-      const round = Math.max(ms, WARM_MS) + Math.max(ms, TIMED_MS) + settleMs(r);
-      total +=
-        ms * r.warmup + (round + (r.measure === 'whole' && batch === 1 ? IDLE_MS : 0)) * options.minRounds;
-    }
-    return total / 1000;
-  };
-
   const loadEngines = async (m: ModelContext) => {
     if (options.engines.includes('torch') && !m.torch && !m.errors.torch) {
       try {
@@ -360,10 +424,16 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const cells: Cell[] = [];
   const deadline = options.maxMinutes > 0 ? started + options.maxMinutes * 60_000 : Infinity;
 
+  const passes = Math.max(1, Math.min(options.passes, options.iterations ?? options.minRounds));
+  const ourPids = [process.pid, ...(python?.pid !== undefined ? [python.pid] : [])];
+  // Batch by batch: every cell of the batch size is prepared (engines, images, runners, warm-up), then
+  // they are measured (in passes, below), then the batch size's detectors are released.
   for (const batch of options.batches) {
+    const detectors = new Map<string, FaceDetector>();
+    const planned: PlannedCell[] = [];
+    let plannedSeconds = 0;
     for (const m of models) {
       const card = m.source.card;
-      const detectors = new Map<Engine, FaceDetector>();
       for (const size of options.sizes) {
         const base: Cell = {
           model: card.name,
@@ -440,7 +510,8 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         if (options.measures.includes('whole')) {
           for (const backend of options.engines) {
             if (m.errors[backend]) continue;
-            let detector = detectors.get(backend);
+            const detectorKey = `${card.name}/${batch}/${backend}`;
+            let detector = detectors.get(detectorKey);
             if (!detector) {
               try {
                 detector = await FaceDetector.create({
@@ -454,7 +525,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
                   maxQueueSize: 1024,
                   warmup: [],
                 });
-                detectors.set(backend, detector);
+                detectors.set(detectorKey, detector);
               } catch (error) {
                 m.errors[backend] = (error as Error).message;
                 continue;
@@ -490,139 +561,161 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
           }
         }
 
+        log(
+          `${m.label} ${size}² batch ${batch}: warming up ${runners.map((r) => `${r.measure}/${r.impl}`).join(', ')}`,
+        );
+        const cell: PlannedCell = {
+          base,
+          runners,
+          samples: new Map(runners.map((r) => [r, []])),
+          idleSamples: new Map(
+            runners.filter((r) => r.measure === 'whole' && batch === 1).map((r) => [r, []] as const),
+          ),
+          faces: new Map(),
+          errors: new Map(),
+          rounds: 0,
+          seconds: 0,
+          others: { others: 0, steal: 0 },
+        };
+        // Warm-up, and what one run of each implementation costs: the time budget below.
+        const runMs = new Map<Runner, number>();
+        for (const r of runners) {
+          for (let i = 0; i < r.warmup; i++) {
+            const out = await attemptRun(cell, r);
+            if (out) runMs.set(r, out.ms);
+          }
+          await sleep(30);
+        }
+        const expected = estimateSeconds(runners, runMs, batch, options.minRounds);
         const now = performance.now();
-        const expected = estimate(m, runners, size, batch);
-        if (expected !== undefined && now + expected * 1000 * 1.25 > deadline) {
-          const reason = `time budget: estimated ${expected.toFixed(0)} s, ${((deadline - now) / 1000).toFixed(0)} s left of --max-minutes ${options.maxMinutes}`;
+        if (now + (plannedSeconds + expected) * 1000 * 1.25 > deadline) {
+          const reason = `time budget: estimated ${expected.toFixed(0)} s, ${((deadline - now) / 1000 - plannedSeconds).toFixed(0)} s left of --max-minutes ${options.maxMinutes}`;
           cells.push({ ...base, reason });
           log(`${m.label} ${size}² batch ${batch}: skipped (${reason})`);
           continue;
         }
+        plannedSeconds += expected;
+        planned.push(cell);
+      }
+    }
 
-        log(
-          `${m.label} ${size}² batch ${batch}: warming up ${runners.map((r) => `${r.measure}/${r.impl}`).join(', ')}`,
-        );
-        const cellStart = performance.now();
+    // The cells are measured in `passes` passes: by default one, each cell's rounds back to back. With
+    // more, each pass gives every cell its share of the rounds and of the time box, so a cell's rounds
+    // are spread over its batch size's minutes: on this VM the speed of multi-threaded runs changes for
+    // 10-20 s at a time (ONNX Runtime, MobileNet0.25 512² in one process: 4.4-5.2 ms for a while, then
+    // 6.6-7.1 ms; one thread, 8.2-9.3 ms throughout), and a cell timed in one 4-second stretch gets one of
+    // those states (MobileNet0.25 512² whole path, two full runs minutes apart: 2.01x and 1.58x). Four
+    // passes did not make the ratios steadier in two full runs (that cell 1.94x and 2.05x; ResNet50 1024²
+    // 1.48x and 1.71x, where one pass gave 1.71x twice), and switching shapes between rounds slowed
+    // LibTorch's ResNet50 1024² runs (0.73-1.2 s instead of 0.7 s): an option, not the default.
+    for (let pass = 1; pass <= passes; pass++) {
+      const passStart = performance.now();
+      const share = (total: number) => Math.ceil((total * pass) / passes);
+      for (const cell of planned) {
         const loadBefore = load1();
-        const samples = new Map<Runner, number[]>();
-        const faces = new Map<Runner, number>();
-        const errors = new Map<Runner, string>();
-        const attempt = async (r: Runner): Promise<{ ms: number; faces?: number } | undefined> => {
-          if (errors.has(r)) return undefined;
-          try {
-            return await r.run();
-          } catch (error) {
-            errors.set(r, (error as Error).message.split('\n')[0]!);
-            return undefined;
-          }
-        };
-        const idleSamples = new Map<Runner, number[]>();
-        for (const r of runners) {
-          for (let i = 0; i < r.warmup; i++) await attempt(r);
-          samples.set(r, []);
-          if (r.measure === 'whole' && batch === 1) idleSamples.set(r, []);
-          await sleep(30);
-        }
-        const ourPids = [process.pid, ...(python?.pid !== undefined ? [python.pid] : [])];
         const cpuFrom = cpuSnapshot(ourPids);
-        const measuredFrom = performance.now();
-        let rounds = 0;
-        for (;;) {
-          // Interleaved: every implementation once per round, the order rotating from round to round.
-          // The timed runs follow untimed ones of the same implementation, back to back for at least
-          // WARM_MS: every runtime is timed warm, as under steady traffic. Timing a run that follows a
-          // pause measures how fast the machine wakes instead (on this VM, after 30 ms of idle the ONNX
-          // Runtime engine ran MobileNet0.25 512² in 8-9 ms, back to back in 5.5 ms; eager PyTorch after
-          // ≈ 0.5 s idle ran the 256² whole path in 8-10 ms or 60-90 ms, at random). For the whole path at
-          // batch 1 the first run comes after IDLE_MS of quiet and is recorded too: a sporadic request.
-          for (let k = 0; k < runners.length; k++) {
-            const r = runners[(k + rounds) % runners.length]!;
-            const idle = idleSamples.get(r);
-            if (idle) await sleep(IDLE_MS);
-            const warmFrom = performance.now();
-            const first = await attempt(r);
-            if (idle && first) idle.push(first.ms / batch);
-            while (first && performance.now() - warmFrom < WARM_MS) await attempt(r);
-            const timed: number[] = [];
-            const timedFrom = performance.now();
-            do {
-              const out = await attempt(r);
-              if (!out) break;
-              timed.push(out.ms / batch);
-              if (out.faces !== undefined) faces.set(r, out.faces);
-            } while (performance.now() - timedFrom < TIMED_MS);
-            if (timed.length) samples.get(r)!.push(summarize(timed).median);
-            await sleep(settleMs(r));
-          }
-          rounds++;
-          const elapsed = (performance.now() - measuredFrom) / 1000;
+        const blockStart = performance.now();
+        do {
+          await measureRound(cell);
+          const elapsed = cell.seconds + (performance.now() - blockStart) / 1000;
           if (options.iterations !== undefined) {
-            if (rounds >= options.iterations) break;
+            if (cell.rounds >= share(options.iterations)) break;
           } else if (
-            rounds >= options.maxRounds ||
-            (rounds >= options.minRounds && elapsed >= options.cellSeconds)
+            cell.rounds >= share(options.maxRounds) ||
+            (cell.rounds >= share(options.minRounds) && elapsed >= (options.cellSeconds * pass) / passes)
           ) {
             break;
           }
-        }
+        } while (cell.errors.size < cell.runners.length);
+        const blockSeconds = (performance.now() - blockStart) / 1000;
         const cpuTo = cpuSnapshot(ourPids);
-        const results: NonNullable<Cell['results']> = {};
-        for (const r of runners) {
-          const values = samples.get(r)!;
-          const round3 = (v: number) => Math.round(v * 1000) / 1000;
-          const result: ImplResult = { ...summarize(values), samples: values.map(round3) };
-          const idle = idleSamples.get(r);
-          if (idle?.length) result.afterIdle = { ...summarize(idle), samples: idle.map(round3) };
-          if (faces.has(r)) result.faces = faces.get(r)!;
-          if (errors.has(r)) result.error = errors.get(r)!;
-          (results[r.measure] ??= {})[r.impl] = result;
-          if (values.length) {
-            const key = `${card.name}/${r.measure}/${r.impl}`;
-            if (!seen.has(key)) seen.set(key, new Map());
-            seen.get(key)!.set(size, result.median);
-          }
+        if (cpuFrom && cpuTo) {
+          // Weighted by time: the cell's figure is the mean over its blocks.
+          const s = cpuShare(cpuFrom, cpuTo);
+          cell.others.others += s.others * blockSeconds;
+          cell.others.steal += s.steal * blockSeconds;
+          cell.cpuSeconds = (cell.cpuSeconds ?? 0) + blockSeconds;
         }
-        const speedups: NonNullable<Cell['speedups']> = {};
-        const paired: NonNullable<Cell['pairedSpeedups']> = {};
-        const round3 = (x: number) => Math.round(x * 1000) / 1000;
-        for (const measure of options.measures) {
-          const row = results[measure];
-          if (!row) continue;
-          for (const ours of ['torch', 'onnxruntime'] as const) {
-            for (const baseline of ['pytorch', 'ort-direct'] as const) {
-              const a = row[ours];
-              const b = row[baseline];
-              if (!a?.n || !b?.n) continue;
-              const key = `${ours}:${baseline}`;
-              (speedups[measure] ??= {})[key] = round3(b.median / a.median);
-              // Round by round (the two ran seconds apart, under the same load), then the median.
-              const n = Math.min(a.samples.length, b.samples.length);
-              const ratios = Array.from({ length: n }, (_, i) => b.samples[i]! / a.samples[i]!);
-              (paired[measure] ??= {})[key] = round3(summarize(ratios).median);
-            }
-          }
-        }
-        const cell: Cell = {
-          ...base,
-          status: 'measured',
-          rounds,
-          warmup: Math.max(...runners.map((r) => r.warmup)),
-          seconds: Math.round(performance.now() - cellStart) / 1000,
-          load: [loadBefore, load1()],
-          ...(cpuFrom && cpuTo ? { others: cpuShare(cpuFrom, cpuTo) } : {}),
-          results,
-          speedups,
-          pairedSpeedups: paired,
-          env,
-        };
-        cells.push(cell);
-        log(
-          `${m.label} ${size}² batch ${batch}: ${rounds} rounds in ${cell.seconds!.toFixed(1)} s, ${summaryLine(cell)}`,
-        );
+        cell.seconds += blockSeconds;
+        cell.load = [cell.load?.[0] ?? loadBefore, load1()];
       }
-      for (const d of detectors.values()) await d.dispose();
+      const passSeconds = (performance.now() - passStart) / 1000;
+      log(
+        `batch ${batch}, pass ${pass} of ${passes}: ${planned.length} cells in ${passSeconds.toFixed(0)} s`,
+      );
+      if (pass < passes && performance.now() + passSeconds * 1000 > deadline) {
+        notes.push(
+          `time budget: batch ${batch} stopped after pass ${pass} of ${passes} (--max-minutes ${options.maxMinutes}); its cells have the rounds of those passes`,
+        );
+        break;
+      }
     }
+
+    for (const p of planned) {
+      const results: NonNullable<Cell['results']> = {};
+      const round3 = (v: number) => Math.round(v * 1000) / 1000;
+      for (const r of p.runners) {
+        const values = p.samples.get(r)!;
+        const result: ImplResult = { ...summarize(values), samples: values.map(round3) };
+        const idle = p.idleSamples.get(r);
+        if (idle?.length) result.afterIdle = { ...summarize(idle), samples: idle.map(round3) };
+        if (p.faces.has(r)) result.faces = p.faces.get(r)!;
+        if (p.errors.has(r)) result.error = p.errors.get(r)!;
+        (results[r.measure] ??= {})[r.impl] = result;
+      }
+      const speedups: NonNullable<Cell['speedups']> = {};
+      const paired: NonNullable<Cell['pairedSpeedups']> = {};
+      for (const measure of options.measures) {
+        const row = results[measure];
+        if (!row) continue;
+        for (const ours of ['torch', 'onnxruntime'] as const) {
+          for (const baseline of ['pytorch', 'ort-direct'] as const) {
+            const a = row[ours];
+            const b = row[baseline];
+            if (!a?.n || !b?.n) continue;
+            const key = `${ours}:${baseline}`;
+            (speedups[measure] ??= {})[key] = round3(b.median / a.median);
+            // Round by round (the two ran seconds apart, under the same load), then the median.
+            const n = Math.min(a.samples.length, b.samples.length);
+            const ratios = Array.from({ length: n }, (_, i) => b.samples[i]! / a.samples[i]!);
+            (paired[measure] ??= {})[key] = round3(summarize(ratios).median);
+          }
+        }
+      }
+      const round2 = (x: number) => Math.round(x * 100) / 100;
+      const cell: Cell = {
+        ...p.base,
+        status: 'measured',
+        rounds: p.rounds,
+        warmup: Math.max(...p.runners.map((r) => r.warmup)),
+        seconds: Math.round(p.seconds * 1000) / 1000,
+        ...(p.load ? { load: p.load } : {}),
+        ...(p.cpuSeconds
+          ? {
+              others: {
+                others: round2(p.others.others / p.cpuSeconds),
+                steal: round2(p.others.steal / p.cpuSeconds),
+              },
+            }
+          : {}),
+        results,
+        speedups,
+        pairedSpeedups: paired,
+        env,
+      };
+      cells.push(cell);
+      log(
+        `${modelLabel(cell)} ${cell.size}² batch ${cell.batch}: ${cell.rounds} rounds in ${cell.seconds!.toFixed(1)} s, ${summaryLine(cell)}`,
+      );
+    }
+    for (const d of detectors.values()) await d.dispose();
   }
+  // The report lists the cells in plan order (batch, model, size), skipped ones included.
+  const order = (c: Cell) =>
+    options.batches.indexOf(c.batch) * 1e6 +
+    models.findIndex((m) => m.source.card.name === c.model) * 1e3 +
+    options.sizes.indexOf(c.size);
+  cells.sort((x, y) => order(x) - order(y));
 
   for (const m of models) {
     await m.torch?.dispose();
