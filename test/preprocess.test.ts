@@ -163,6 +163,9 @@ header('headerSize reads JPEG (baseline, progressive, EXIF-tagged) and PNG sizes
   for (const [name, bytes] of cases) {
     assert.equal(headerSize(bytes), { width: 37, height: 21 }, name);
     assert.equal(headerSize(new Uint8Array(bytes)), { width: 37, height: 21 }, `${name}, Uint8Array`);
+    // A view that starts inside a larger buffer (Node's pooled Buffers do).
+    const view = Buffer.concat([Buffer.from([1, 2, 3]), bytes]).subarray(3);
+    assert.equal(headerSize(view), { width: 37, height: 21 }, `${name}, offset view`);
   }
   // Fill bytes before a marker are allowed.
   const jpeg = cases[0][1];
