@@ -167,6 +167,27 @@ equivalence(
   },
 );
 
+equivalence(
+  "model.onnx's MobileNet0.25 stem is 16 channels wide (ONNX Runtime's blocks); model.pt's is 8",
+  () => {
+    // The raw-output tests above show the padded network equals PyTorch; this one fails if the export
+    // stops padding (ONNX Runtime then runs the 8-channel stem in slower NCHW kernels).
+    const script = `
+import sys, onnx, torch
+g = onnx.load(sys.argv[1]).graph
+dims = {t.name: list(t.dims) for t in g.initializer}
+convs = [n for n in g.node if n.op_type == 'Conv'][:3]
+print([dims[n.input[1]] for n in convs])
+sd = torch.jit.load(sys.argv[2]).state_dict()
+print(list(sd['body.stage1.0.0.weight'].shape))
+`;
+    const out = execFileSync('/usr/bin/python3', ['-c', script, onnxOf(mobilenet), torchOf(mobilenet)], {
+      encoding: 'utf8',
+    }).trim();
+    assert.equal(out.split('\n'), ['[[16, 3, 3, 3], [16, 1, 3, 3], [16, 16, 1, 1]]', '[8, 3, 3, 3]']);
+  },
+);
+
 equivalence.run();
 
 const detections = suite('onnxruntime engine: detections equal the LibTorch engine');
