@@ -10,9 +10,10 @@ Usage:
 Writes into DIR: model.pt (scripted TorchScript, unfrozen: device- and dtype-portable; the addon freezes
 it on load), model.onnx and model.u8.onnx (its preprocessing in the graph; unless --skip-onnx),
 model.json (model card), reference/raw.json with raw_*.bin (fixed input and eager outputs), and with
---reference-images also reference/detections.json and reference/images/*.png. With --int8 also
-model.int8.pt: static post-training int8 quantisation for LibTorch's oneDNN engine, calibrated on
-photos (default: the fixtures; see scripts/quantize_int8.py), for precision 'int8' on CPU.
+--reference-images also reference/detections.json and reference/images/*.png. With --int8 also the
+statically quantised networks for precision 'int8' on CPU, calibrated on photos (default: the
+fixtures): model.int8.pt for LibTorch's oneDNN engine (MobileNet0.25 only; scripts/quantize_int8.py)
+and model.int8.onnx / model.int8.u8.onnx for ONNX Runtime (scripts/quantize_onnx.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ NMS_IOU = 0.4
 TOP_K = 5000
 KEEP_TOP_K = 750
 TOLERANCE = 1e-4  # TorchScript vs eager, absolute (see _save_verified)
+# Backbones LibTorch 1.13's oneDNN runs in int8 (model.int8.pt); ResNet50's int8 convolutions fail when
+# the input size changes (scripts/quantize_int8.py, shape_sweep), so --int8 writes only model.int8.onnx.
+TORCH_INT8_BACKBONES = ('mobilenet0.25',)
+TORCH_INT8_MISSING = (
+    "LibTorch 1.13's oneDNN int8 convolutions fail on ResNet50 when the input size changes; "
+    'model.int8.onnx (ONNX Runtime) is the int8 path for it'
+)
 NOISE_FACTOR = 4.0
 
 
@@ -352,8 +360,8 @@ def export_onnx_uint8(onnx_path: str, path: str) -> str:
     return 'model.onnx with preprocessing in the graph: uint8 NHWC RGB input'
 
 
-def export_int8(args, model, raw_x, path: str) -> dict:
-    """model.int8.pt (scripts/quantize_int8.py): calibrates, quantises, saves and checks it against float."""
+def calibration_sources(args) -> Tuple[list, List[int]]:
+    """--int8's calibration photos (folders, or the fixtures) and sizes."""
     import quantize_int8 as q8
     import retinaface_ref as ref
 
@@ -375,10 +383,51 @@ def export_int8(args, model, raw_x, path: str) -> dict:
         sources = q8.default_calibration_sources(os.path.join(REPO_DIR, '..', 'shared', 'fixtures'))
         if not sources:
             raise ExportError('--int8 needs photos to calibrate on: pass --calibration-images DIR')
+    return sources, sizes
+
+
+def export_int8(args, model, raw_x, path: str) -> dict:
+    """model.int8.pt (scripts/quantize_int8.py): calibrates, quantises, saves and checks it against float."""
+    import quantize_int8 as q8
+
+    sources, sizes = calibration_sources(args)
     try:
         return q8.export_int8(model, args.backbone, path, sources, sizes, args.calibration_limit, raw_x)
     except q8.Int8Error as exc:
         raise ExportError(f'model.int8.pt: {exc}') from None
+
+
+def export_int8_onnx(args, model, raw_x, path: str, u8_path: str) -> dict:
+    """model.int8.onnx and model.int8.u8.onnx (scripts/quantize_onnx.py), for ONNX Runtime."""
+    import torch
+
+    import quantize_int8 as q8
+    import quantize_onnx as qo
+
+    sources, sizes = calibration_sources(args)
+    t0 = time.perf_counter()
+    try:
+        inputs, calibration = q8.calibration_inputs(sources, sizes, args.calibration_limit)
+    except q8.Int8Error as exc:
+        raise ExportError(f'model.int8.onnx: {exc}') from None
+    t1 = time.perf_counter()
+    gen = torch.Generator().manual_seed(3)
+    checks = [
+        ('reference input', raw_x),
+        ('calibration input', inputs[0]),
+        ('2x3x333x417 input', torch.rand(2, 3, 333, 417, generator=gen) * 255.0 - 117.0),
+    ]
+    try:
+        info = qo.quantize(
+            model, args.backbone, inputs, lambda net, out: export_onnx(net, raw_x, out, args.opset), path, checks
+        )
+    except (qo.QuantizeOnnxError, q8.Int8Error) as exc:
+        raise ExportError(f'model.int8.onnx: {exc}') from None
+    t2 = time.perf_counter()
+    export_onnx_uint8(path, u8_path)
+    info['calibration'] = calibration
+    info['seconds'] = {'calibration_data': round(t1 - t0, 1), 'quantize_and_check': round(t2 - t1, 1)}
+    return info
 
 
 def model_card(args, model, weights_sha: Optional[str], onnx_written: bool, opset: int) -> dict:
@@ -559,7 +608,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument(
         '--int8',
         action='store_true',
-        help='also write model.int8.pt (static int8 quantisation, oneDNN; calibrated on photos)',
+        help='also write the int8 networks: model.int8.pt (LibTorch oneDNN, MobileNet0.25) and model.int8.onnx '
+        '(ONNX Runtime); static quantisation calibrated on photos',
     )
     parser.add_argument(
         '--calibration-images',
@@ -594,6 +644,8 @@ def run(args: argparse.Namespace) -> None:
             raise ExportError(f'reference image folder not found: {root}')
     if args.weights is not None and not os.path.isfile(args.weights):
         raise ExportError(f'weights file not found: {args.weights}')
+    if args.int8:
+        calibration_sources(args)  # fail before the slow steps
 
     import torch
 
@@ -638,17 +690,32 @@ def run(args: argparse.Namespace) -> None:
     t_onnx = time.perf_counter()
 
     int8_path = os.path.join(out_dir, 'model.int8.pt')
+    int8_onnx_path = os.path.join(out_dir, 'model.int8.onnx')
+    int8_u8_path = os.path.join(out_dir, 'model.int8.u8.onnx')
     int8_info = None
-    if args.int8:
+    int8_onnx_info = None
+    int8_pt_note = ''
+    if args.int8 and args.backbone in TORCH_INT8_BACKBONES:
         int8_info = export_int8(args, model, raw_x, int8_path)
     else:
         remove_if_exists(int8_path)
+        if args.int8:
+            int8_pt_note = TORCH_INT8_MISSING
+    if args.int8 and not args.skip_onnx:
+        int8_onnx_info = export_int8_onnx(args, model, raw_x, int8_onnx_path, int8_u8_path)
+    else:
+        remove_if_exists(int8_onnx_path)
+        remove_if_exists(int8_u8_path)
     t_int8 = time.perf_counter()
 
     card = model_card(args, model, weights_sha, not args.skip_onnx, args.opset)
     if int8_info is not None:
         card['files']['torchscript_int8'] = 'model.int8.pt'
         card['int8'] = int8_info
+    if int8_onnx_info is not None:
+        card['files']['onnx_int8'] = 'model.int8.onnx'
+        card['files']['onnx_int8_uint8'] = 'model.int8.u8.onnx'
+        card['int8_onnx'] = int8_onnx_info
     write_json(os.path.join(out_dir, 'model.json'), card)
 
     records: List[dict] = []
@@ -661,7 +728,16 @@ def run(args: argparse.Namespace) -> None:
     print(f'{card["name"]}{" (synthetic weights)" if card["synthetic"] else ""} -> {out_dir}')
     if weights_sha:
         print(f'  weights {args.weights} sha256 {weights_sha}')
-    listed = ('model.pt', 'model.int8.pt', 'model.onnx', 'model.u8.onnx', 'model.json', 'reference/raw.json')
+    listed = (
+        'model.pt',
+        'model.int8.pt',
+        'model.onnx',
+        'model.u8.onnx',
+        'model.int8.onnx',
+        'model.int8.u8.onnx',
+        'model.json',
+        'reference/raw.json',
+    )
     for name in listed:
         path = os.path.join(out_dir, name)
         if os.path.isfile(path):
@@ -672,14 +748,26 @@ def run(args: argparse.Namespace) -> None:
                     f'int8 ({int8_info["engine"]}), calibrated on {cal["inputs"]} inputs '
                     f'of {cal["images"]} images'
                 )
+            if name == 'model.int8.onnx' and int8_onnx_info is not None:
+                cal = int8_onnx_info['calibration']
+                note = (
+                    f'int8 QDQ for ONNX Runtime, {int8_onnx_info["quantized_convolutions"]} int8 convolutions, '
+                    f'calibrated on {cal["inputs"]} inputs of {cal["images"]} images'
+                )
+            if name == 'model.int8.u8.onnx':
+                note = 'model.int8.onnx with the preprocessing in the graph'
             print(f'  {name:<20} {human_size(os.path.getsize(path)):>10}  {note}')
+    if int8_pt_note:
+        print(f'  model.int8.pt        not written: {int8_pt_note}')
     if args.skip_onnx:
         print(f'  model.onnx           {onnx_note}')
     print('  raw reference: ' + ', '.join(f'{k} {v}' for k, v in shapes.items()) + f' from {raw_source}')
-    if int8_info is not None:
-        for label, err in int8_info['check_vs_float'].items():
+    for file, info in (('model.int8.pt', int8_info), ('model.int8.onnx', int8_onnx_info)):
+        if info is None:
+            continue
+        for label, err in info['check_vs_float'].items():
             print(
-                f'  int8 vs float, {label} {err["shape"]}: '
+                f'  {file} vs float, {label} {err["shape"]}: '
                 + ', '.join(
                     f'{k} max {err[k]["max"]:.3g} mean {err[k]["mean"]:.3g}'
                     for k in ('loc', 'conf', 'landmarks')

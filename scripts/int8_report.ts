@@ -16,8 +16,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { FaceDetector } from '../src/detector';
+import { FaceDetector, type FaceDetectorOptions } from '../src/detector';
 import { type InferenceEngine, NativeInferenceEngine, type Shape4 } from '../src/engine';
+import { OnnxRuntimeEngine, onnxRuntimeVersion } from '../src/engines/onnxruntime';
 import { EVAL_SETTINGS } from '../src/eval/cli';
 import { type GroundTruth, loadGroundTruth } from '../src/eval/groundtruth';
 import { detectionsFromResults, evaluate } from '../src/eval/run';
@@ -71,24 +72,12 @@ function torchEngine(name: string, engine: InferenceEngine): Timed {
   return { name, run: (x, s) => engine.infer(x, s), dispose: () => engine.dispose() };
 }
 
-/** ONNX Runtime through onnxruntime-node, when it is installed (an optional dependency). */
-async function ortEngine(file: string): Promise<Timed | undefined> {
-  let ort: typeof import('onnxruntime-node');
-  try {
-    ort = await import('onnxruntime-node');
-  } catch {
-    return undefined;
-  }
-  const session = await ort.InferenceSession.create(file, {
-    intraOpNumThreads: threads,
-    interOpNumThreads: 1,
-    graphOptimizationLevel: 'all',
-  });
-  return {
-    name: 'onnxruntime fp32',
-    run: (x, s) => session.run({ input: new ort.Tensor('float32', x, s) }),
-    dispose: () => session.release(),
-  };
+/** Our ONNX Runtime engine (worker thread, float32 NCHW input), when onnxruntime-node is installed. */
+async function ortEngine(name: string, file: string): Promise<Timed | undefined> {
+  if (onnxRuntimeVersion() === undefined) return undefined;
+  const precision = name.includes(' int8 ') ? 'int8' : 'fp32';
+  const engine = await OnnxRuntimeEngine.load({ modelPath: file, threads, precision });
+  return { name, run: (x, s) => engine.infer(x, s), dispose: () => engine.dispose() };
 }
 
 /** A deterministic image-like input: BGR minus mean, values in about -123..152. */
@@ -115,7 +104,9 @@ interface SpeedRow {
 async function speed(modelDir: string): Promise<SpeedRow[]> {
   const model = readModel(modelDir);
   const files = model.card.files;
-  if (!files.torchscript_int8) throw new Error(`${model.dir} has no int8 file: export it with --int8`);
+  if (!files.torchscript_int8 && !files.onnx_int8) {
+    throw new Error(`${model.dir} has no int8 file: export it with --int8`);
+  }
   const engines: Timed[] = [];
   const load = async (file: string, precision: 'fp32' | 'int8') =>
     NativeInferenceEngine.load({
@@ -126,13 +117,20 @@ async function speed(modelDir: string): Promise<SpeedRow[]> {
       threads,
     });
   engines.push(torchEngine('torch fp32 model.pt', await load(files.torchscript, 'fp32')));
-  engines.push(torchEngine('torch int8 model.int8.pt', await load(files.torchscript_int8, 'int8')));
+  if (files.torchscript_int8) {
+    engines.push(torchEngine('torch int8 model.int8.pt', await load(files.torchscript_int8, 'int8')));
+  }
   for (const extra of values.extra ?? []) {
     if (path.dirname(path.resolve(extra)) !== model.dir) continue;
     engines.push(torchEngine(`torch fp32 ${path.basename(extra)}`, await load(path.basename(extra), 'fp32')));
   }
-  const ort = files.onnx ? await ortEngine(path.join(model.dir, files.onnx)) : undefined;
-  if (ort) engines.push(ort);
+  for (const [name, file] of [
+    ['onnxruntime fp32 model.onnx', files.onnx],
+    ['onnxruntime int8 model.int8.onnx', files.onnx_int8],
+  ] as const) {
+    const ort = file ? await ortEngine(name, path.join(model.dir, file)) : undefined;
+    if (ort) engines.push(ort);
+  }
   const rows: SpeedRow[] = [];
   try {
     for (const size of sizes) {
@@ -144,6 +142,9 @@ async function speed(modelDir: string): Promise<SpeedRow[]> {
         // a different engine order each round, so that none always runs after the same neighbour
         const order = engines.map((_, i) => engines[(i + r) % engines.length]!);
         for (const e of order) {
+          // untimed runs first: the previous engine's threads may still be spinning, and this one's
+          // were asleep (the bench's own harness, src/bench/run.ts, does the same with more care)
+          for (let i = 0; i < 2; i++) await e.run(x, shape);
           for (let i = 0; i < iterations; i++) {
             const t = process.hrtime.bigint();
             await e.run(x, shape);
@@ -173,6 +174,8 @@ async function speed(modelDir: string): Promise<SpeedRow[]> {
 interface ApRow {
   set: string;
   images: number;
+  /** The int8 engine: 'torch' (model.int8.pt) or 'onnxruntime' (model.int8.onnx). */
+  backend: 'torch' | 'onnxruntime';
   fp32: Record<Subset, number>;
   int8: Record<Subset, number>;
 }
@@ -192,9 +195,13 @@ async function ap(modelDir: string): Promise<ApRow[]> {
     sets.push(['wider-val-416 calibration half (even)', subsetOf(gt, 'even', (i) => i % 2 === 0)]);
     sets.push(['wider-val-416 all', gt]);
   }
+  const { files } = readModel(modelDir).card;
+  const runs: [string, FaceDetectorOptions][] = [['fp32', { precision: 'fp32' }]];
+  if (files.torchscript_int8) runs.push(['torch', { precision: 'int8', backend: 'torch' }]);
+  if (files.onnx_int8) runs.push(['onnxruntime', { precision: 'int8', backend: 'onnxruntime' }]);
   const results = new Map<string, Record<string, Record<Subset, number>>>();
-  for (const precision of ['fp32', 'int8'] as const) {
-    const detector = await FaceDetector.create({ model: modelDir, precision, threads, warmup: [] });
+  for (const [key, options] of runs) {
+    const detector = await FaceDetector.create({ model: modelDir, ...options, threads, warmup: [] });
     try {
       for (const [name, gt] of sets) {
         const result = await evaluate({
@@ -207,22 +214,22 @@ async function ap(modelDir: string): Promise<ApRow[]> {
           log: null,
         });
         const entry = results.get(name) ?? {};
-        entry[precision] = Object.fromEntries(SUBSETS.map((s) => [s, result.ours[s].ap])) as Record<
-          Subset,
-          number
-        >;
+        entry[key] = Object.fromEntries(SUBSETS.map((s) => [s, result.ours[s].ap])) as Record<Subset, number>;
         results.set(name, entry);
       }
     } finally {
       await detector.dispose();
     }
   }
-  return sets.map(([name, gt]) => ({
-    set: name,
-    images: gt.images.length,
-    fp32: results.get(name)!.fp32!,
-    int8: results.get(name)!.int8!,
-  }));
+  return runs.slice(1).flatMap(([backend]) =>
+    sets.map(([name, gt]) => ({
+      set: name,
+      images: gt.images.length,
+      backend: backend as ApRow['backend'],
+      fp32: results.get(name)!.fp32!,
+      int8: results.get(name)![backend]!,
+    })),
+  );
 }
 
 async function main(): Promise<void> {
@@ -244,16 +251,19 @@ async function main(): Promise<void> {
     for (const dir of modelDirs) rows.push(...(await speed(dir)));
     report.speed = rows;
     out(`\n**Engine only, batch 1, ${threads} threads, median of ${reps}x${iterations} (ms)**\n`);
-    out('| model | size | engine | median ms | min–max | int8 speed-up |');
+    out('| model | size | engine | median ms | min–max | int8 speed-up (fp32 of the same runtime ÷ int8) |');
     out('|---|---|---|---|---|---|');
     for (const row of rows) {
-      const int8 = rows.find(
-        (r) => r.model === row.model && r.size === row.size && r.engine.startsWith('torch int8'),
-      );
-      const ratio = int8 ? `${(row.medianMs / int8.medianMs).toFixed(2)}×` : '';
+      const runtime = row.engine.split(' ')[0]!;
+      const fp32 = row.engine.includes(' int8 ')
+        ? rows.find(
+            (r) => r.model === row.model && r.size === row.size && r.engine.startsWith(`${runtime} fp32`),
+          )
+        : undefined;
+      const ratio = fp32 ? `${(fp32.medianMs / row.medianMs).toFixed(2)}×` : '';
       out(
         `| ${row.model} | ${row.size}² | ${row.engine} | ${row.medianMs.toFixed(1)} | ` +
-          `${row.minMs.toFixed(1)}–${row.maxMs.toFixed(1)} | ${row.engine.startsWith('torch int8') ? '' : ratio} |`,
+          `${row.minMs.toFixed(1)}–${row.maxMs.toFixed(1)} | ${ratio} |`,
       );
     }
   }
@@ -265,15 +275,16 @@ async function main(): Promise<void> {
     report.ap = rows;
     const pct = (v: number) => (v * 100).toFixed(2);
     out('\n**WIDER FACE AP (%), maxSize original, threshold 0.02: fp32 / int8 (int8 − fp32, points)**\n');
-    out('| model | fixture set | images | easy | medium | hard |');
-    out('|---|---|---|---|---|---|');
+    out('| model | int8 engine | fixture set | images | easy | medium | hard |');
+    out('|---|---|---|---|---|---|---|');
     for (const row of rows) {
       const cells = SUBSETS.map(
         (s) =>
           `${pct(row.fp32[s])} / ${pct(row.int8[s])} (${row.int8[s] >= row.fp32[s] ? '+' : ''}` +
           `${((row.int8[s] - row.fp32[s]) * 100).toFixed(2)})`,
       );
-      out(`| ${row.model} | ${row.set} | ${row.images} | ${cells.join(' | ')} |`);
+      const engine = row.backend === 'torch' ? 'torch model.int8.pt' : 'onnxruntime model.int8.onnx';
+      out(`| ${row.model} | ${engine} | ${row.set} | ${row.images} | ${cells.join(' | ')} |`);
     }
   }
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(report, null, 1) + '\n');

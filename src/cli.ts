@@ -50,13 +50,15 @@ const exportCommand: Command = {
   summary: 'export RetinaFace weights to TorchScript + ONNX + a model card',
   usage:
     'facedet export --backbone mobilenet0.25|resnet50 (--weights FILE | --synthetic-weights) --out DIR\n' +
-    '               [--int8] [--reference-images DIR]...',
+    '               [--int8 [--calibration-images DIR]... [--calibration-limit N]] [--reference-images DIR]...',
   options: {
     backbone: { type: 'string' },
     weights: { type: 'string' },
     'synthetic-weights': { type: 'boolean' },
     out: { type: 'string' },
     int8: { type: 'boolean' },
+    'calibration-images': { type: 'string', multiple: true },
+    'calibration-limit': { type: 'string' },
     'reference-images': { type: 'string', multiple: true },
   },
   async run(values) {
@@ -69,6 +71,10 @@ const exportCommand: Command = {
     if (values.weights) args.push('--weights', String(values.weights));
     if (values['synthetic-weights']) args.push('--synthetic-weights');
     if (values.int8) args.push('--int8');
+    for (const dir of (values['calibration-images'] as string[] | undefined) ?? [])
+      args.push('--calibration-images', dir);
+    if (values['calibration-limit'] !== undefined)
+      args.push('--calibration-limit', String(values['calibration-limit']));
     args.push('--out', String(values.out));
     for (const dir of (values['reference-images'] as string[] | undefined) ?? [])
       args.push('--reference-images', dir);
@@ -141,7 +147,8 @@ const evalCommand: Command = {
   summary: 'WIDER FACE AP of the pipeline beside the PyTorch reference (npm run eval)',
   usage:
     'facedet eval [--model DIR] [--gt FILE|DIR]... [--max-size N] [--sizes 0,1080,640] [--no-reference]\n' +
-    '             [--weights FILE] [--threads N] [--out DIR] [--dump DIR] [--tolerance T] [--readme FILE]',
+    '             [--weights FILE] [--threads N] [--precision fp32|int8] [--out DIR] [--dump DIR]\n' +
+    '             [--tolerance T] [--readme FILE]',
   options: {
     model: { type: 'string' },
     gt: { type: 'string', multiple: true },
@@ -150,6 +157,7 @@ const evalCommand: Command = {
     'no-reference': { type: 'boolean' },
     weights: { type: 'string' },
     threads: { type: 'string' },
+    precision: { type: 'string' },
     out: { type: 'string' },
     dump: { type: 'string' },
     tolerance: { type: 'string' },
@@ -165,6 +173,7 @@ const evalCommand: Command = {
       reference: !values['no-reference'],
       ...(values.weights ? { weights: String(values.weights) } : {}),
       threads: numberFlag(values, 'threads') ?? 2,
+      ...(values.precision !== undefined ? { precision: String(values.precision) as 'fp32' | 'int8' } : {}),
       outDir: String(values.out ?? path.join(packageRoot, 'eval-results')),
       ...(values.dump ? { dump: String(values.dump) } : {}),
       ...(tolerance !== undefined ? { tolerance } : {}),

@@ -142,15 +142,19 @@ const DEFAULTS = {
 /**
  * The backend when none is asked for. On CPU in fp32, ONNX Runtime when onnxruntime-node is installed
  * and the model has its ONNX file: it measured faster than LibTorch in every cell of `npm run bench`
- * (README, Performance). Otherwise the native LibTorch addon (CUDA, int8, or no onnxruntime-node).
+ * (README, Performance). In int8 likewise with model.int8.onnx: the only int8 file for ResNet50, and for
+ * MobileNet0.25 within the noise of LibTorch's model.int8.pt (scripts/int8_report.ts). Otherwise the
+ * native LibTorch addon (CUDA, fp16, or no onnxruntime-node).
  */
 export function defaultBackend(
   model: ModelSource,
   device: string,
   precision: string,
 ): 'torch' | 'onnxruntime' {
-  if (device !== 'cpu' || precision !== 'fp32' || !model.card.files.onnx) return 'torch';
-  return onnxRuntimeVersion() !== undefined && fs.existsSync(path.join(model.dir, model.card.files.onnx))
+  const { files } = model.card;
+  const file = precision === 'fp32' ? files.onnx : precision === 'int8' ? files.onnx_int8 : undefined;
+  if (device !== 'cpu' || !file) return 'torch';
+  return onnxRuntimeVersion() !== undefined && fs.existsSync(path.join(model.dir, file))
     ? 'onnxruntime'
     : 'torch';
 }
@@ -191,8 +195,8 @@ function validateDetectorOptions(o: FaceDetectorOptions): void {
     if (o.device !== undefined && o.device !== 'cpu') {
       throw invalidParameterError("device (backend 'onnxruntime' runs on the CPU)", "'cpu'", o.device);
     }
-    if (o.precision !== undefined && o.precision !== 'fp32') {
-      throw invalidParameterError("precision (backend 'onnxruntime')", "'fp32'", o.precision);
+    if (o.precision !== undefined && o.precision !== 'fp32' && o.precision !== 'int8') {
+      throw invalidParameterError("precision (backend 'onnxruntime')", "'fp32' or 'int8'", o.precision);
     }
   }
   checkInteger('threads', o.threads, 1, 1024);
@@ -320,7 +324,11 @@ export class FaceDetector {
     const backend = resolved.backend;
     const engine: InferenceEngine =
       backend === 'onnxruntime'
-        ? await OnnxRuntimeEngine.load({ ...onnxRuntimeModel(model), threads: resolved.threads })
+        ? await OnnxRuntimeEngine.load({
+            ...onnxRuntimeModel(model, resolved.precision === 'int8' ? 'int8' : 'fp32'),
+            precision: resolved.precision === 'int8' ? 'int8' : 'fp32',
+            threads: resolved.threads,
+          })
         : await NativeInferenceEngine.load({
             modelPath: modelFile(model, backend, device, resolved.precision),
             backend,

@@ -31,6 +31,10 @@ export interface ModelCard {
     onnx?: string | null;
     /** model.onnx with the preprocessing in the graph: uint8 NHWC RGB input (ONNX Runtime). */
     onnx_uint8?: string | null;
+    /** Statically quantised int8 network for ONNX Runtime (QDQ; exported with --int8). */
+    onnx_int8?: string | null;
+    /** model.int8.onnx with the preprocessing in the graph (uint8 NHWC RGB input). */
+    onnx_int8_uint8?: string | null;
   };
   /** Mixed precision for fp16 on CUDA: the first N convolutions stay float32 (written by the exporter). */
   fp16?: { float32_convolutions: number };
@@ -105,11 +109,17 @@ export function modelFile(
 ): string {
   const { files } = model.card;
   let file: string | undefined;
-  if (backend === 'tensorrt' || backend === 'onnxruntime') file = files.onnx ?? undefined;
+  if (backend === 'onnxruntime' && precision === 'int8') file = files.onnx_int8 ?? undefined;
+  else if (backend === 'tensorrt' || backend === 'onnxruntime') file = files.onnx ?? undefined;
   else if (precision === 'int8') file = files.torchscript_int8;
   else file = files.torchscript;
   if (!file) {
-    const what = backend === 'torch' ? `a ${precision} TorchScript file` : 'an ONNX file';
+    const what =
+      backend === 'torch'
+        ? `${precision} TorchScript file`
+        : precision === 'int8'
+          ? 'int8 ONNX file'
+          : 'ONNX file';
     throw new FacedetError(
       'model_not_found',
       `${model.dir} has no ${what} for backend '${backend}' (model.json "files"); re-export the model` +
@@ -128,12 +138,17 @@ export function modelFile(
 
 /**
  * The ONNX file the ONNX Runtime engine runs and the input it takes: model.u8.onnx (the preprocessing in
- * the graph, uint8 NHWC RGB input) when the card lists it and it exists, else model.onnx (float32 NCHW).
+ * the graph, uint8 NHWC RGB input) when the card lists it and it exists, else model.onnx (float32 NCHW);
+ * for precision 'int8', model.int8.u8.onnx or model.int8.onnx.
  */
-export function onnxRuntimeModel(model: ModelSource): { modelPath: string; input: 'float32' | 'uint8' } {
-  const u8 = model.card.files.onnx_uint8;
+export function onnxRuntimeModel(
+  model: ModelSource,
+  precision: 'fp32' | 'int8' = 'fp32',
+): { modelPath: string; input: 'float32' | 'uint8' } {
+  const { files } = model.card;
+  const u8 = precision === 'int8' ? files.onnx_int8_uint8 : files.onnx_uint8;
   if (u8 && fs.existsSync(path.join(model.dir, u8))) {
     return { modelPath: path.join(model.dir, u8), input: 'uint8' };
   }
-  return { modelPath: modelFile(model, 'onnxruntime', 'cpu', 'fp32'), input: 'float32' };
+  return { modelPath: modelFile(model, 'onnxruntime', 'cpu', precision), input: 'float32' };
 }

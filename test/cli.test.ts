@@ -128,4 +128,27 @@ exporting('refuses --synthetic-weights for mobilenet0.25 and a missing weights f
   assert.not.match(missing.stderr, /Traceback/);
 });
 
+exporting('--int8 passes --calibration-images on; a missing folder fails at once, in one line', () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-export-'));
+  const run = facedet([
+    'export',
+    '--backbone',
+    'resnet50',
+    '--synthetic-weights',
+    '--int8',
+    '--calibration-images',
+    '/nonexistent-photos',
+    '--calibration-limit',
+    '4',
+    '--out',
+    out,
+  ]);
+  assert.is.not(run.status, 0);
+  assert.is(
+    run.stderr.trim(),
+    'export_model.py: error: calibration image folder not found: /nonexistent-photos',
+  );
+  assert.equal(fs.readdirSync(out), [], 'nothing written');
+});
+
 exporting.run();

@@ -501,6 +501,12 @@ const loadCases: [string, unknown, string | RegExp, string | (new (...args: neve
     TypeError,
   ],
   [
+    'precision neither fp32 nor int8',
+    { modelPath: 'x.onnx', precision: 'fp16' },
+    "Expected 'fp32' or 'int8' for precision but received fp16 of type string",
+    TypeError,
+  ],
+  [
     'a missing file',
     { modelPath: path.join(tmp, 'missing.onnx') },
     /^model file not found: .*missing\.onnx$/,
@@ -607,9 +613,9 @@ const detectorCases: [string, unknown, string][] = [
     "Expected 'cpu' for device (backend 'onnxruntime' runs on the CPU) but received cuda of type string",
   ],
   [
-    'precision int8',
-    { backend: 'onnxruntime', precision: 'int8' },
-    "Expected 'fp32' for precision (backend 'onnxruntime') but received int8 of type string",
+    'precision fp16',
+    { backend: 'onnxruntime', precision: 'fp16' },
+    "Expected 'fp32' or 'int8' for precision (backend 'onnxruntime') but received fp16 of type string",
   ],
   [
     'an unknown backend',

@@ -51,6 +51,11 @@ export interface OnnxRuntimeLoadOptions {
    * or a Uint8Array accordingly, with shape [n, 3, h, w] either way.
    */
   input?: 'float32' | 'uint8';
+  /**
+   * What the model computes in, as `info()` reports it: `'fp32'` (default) or `'int8'` (model.int8.onnx:
+   * QuantizeLinear/DequantizeLinear pairs that ONNX Runtime runs as int8 kernels).
+   */
+  precision?: 'fp32' | 'int8';
 }
 
 export const ONNXRUNTIME_INSTALL_HINT =
@@ -151,6 +156,7 @@ export class OnnxRuntimeEngine implements InferenceEngine {
     private readonly threads: number,
     private readonly version: string,
     private readonly input: 'float32' | 'uint8',
+    private readonly precision: 'fp32' | 'int8',
     private readonly unguard: () => void,
   ) {
     worker.on('message', (reply: WorkerReply) => this.onReply(reply));
@@ -183,6 +189,10 @@ export class OnnxRuntimeEngine implements InferenceEngine {
     const input = options.input ?? 'float32';
     if (input !== 'float32' && input !== 'uint8') {
       throw invalidParameterError('input', "'float32' or 'uint8'", input);
+    }
+    const precision = options.precision ?? 'fp32';
+    if (precision !== 'fp32' && precision !== 'int8') {
+      throw invalidParameterError('precision', "'fp32' or 'int8'", precision);
     }
     const ortPath = resolveOnnxRuntime();
     if (!fs.existsSync(modelPath)) {
@@ -222,7 +232,7 @@ export class OnnxRuntimeEngine implements InferenceEngine {
         worker.once('message', onMessage).once('error', onError).once('exit', onExit);
       });
       detach();
-      return new OnnxRuntimeEngine(worker, threads, version, input, unguard);
+      return new OnnxRuntimeEngine(worker, threads, version, input, precision, unguard);
     } catch (error) {
       detach();
       await worker.terminate();
@@ -300,7 +310,7 @@ export class OnnxRuntimeEngine implements InferenceEngine {
     return {
       backend: 'onnxruntime',
       device: 'cpu',
-      precision: 'fp32',
+      precision: this.precision,
       threads: this.threads,
       version: this.version,
       input: this.input === 'uint8' ? 'uint8-nhwc' : 'float32-nchw',

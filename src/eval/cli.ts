@@ -26,6 +26,8 @@ export interface EvalCommandOptions {
   reference: boolean;
   weights?: string;
   threads: number;
+  /** The detector's precision (default 'fp32'); 'int8' compares a quantised model with the reference. */
+  precision?: 'fp32' | 'int8';
   outDir: string;
   dump?: string;
   /** Fail when |ours - reference| exceeds this on any subset. */
@@ -117,7 +119,12 @@ export async function runEvaluation(options: EvalCommandOptions): Promise<EvalSe
       'no ground truth: pass --gt FILE (a gt.json, its folder, or the official WIDER FACE layout)',
     );
   }
-  const detector = await FaceDetector.create({ model: modelDir, threads: options.threads, warmup: [] });
+  const detector = await FaceDetector.create({
+    model: modelDir,
+    threads: options.threads,
+    ...(options.precision ? { precision: options.precision } : {}),
+    warmup: [],
+  });
   const reports: EvalSetReport[] = [];
   try {
     const detectAt = (maxSize: number) => async (paths: string[]) =>
@@ -128,14 +135,22 @@ export async function runEvaluation(options: EvalCommandOptions): Promise<EvalSe
     for (const gt of options.gt) {
       const name = path.basename(path.dirname(path.resolve(gt.endsWith('.json') ? gt : path.join(gt, 'x'))));
       const outDir = path.join(options.outDir, name);
-      options.log(`\n## ${name} (maxSize ${options.maxSize || 'original'})\n`);
+      const engine = detector.info().engine;
+      options.log(
+        `\n## ${name} (maxSize ${options.maxSize || 'original'}; ours: ${engine.backend} ${engine.precision})\n`,
+      );
       const main = await evaluate({
         gt,
         detect: detectAt(options.maxSize),
         ...(options.reference ? { reference: runReference(options, modelDir, gt, options.maxSize) } : {}),
         outDir,
         ...(options.dump ? { writeTxt: true } : {}),
-        meta: { model: modelDir, maxSize: options.maxSize, ...EVAL_SETTINGS },
+        meta: {
+          model: modelDir,
+          maxSize: options.maxSize,
+          precision: detector.info().engine.precision,
+          ...EVAL_SETTINGS,
+        },
         log: options.log,
       });
       if (options.dump) {
