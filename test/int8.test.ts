@@ -9,7 +9,7 @@ import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { FaceDetector, FacedetError, type ImageResult } from '../src';
-import { NativeInferenceEngine, type Shape4 } from '../src/engine';
+import { type InferenceEngine, NativeInferenceEngine, type Shape4 } from '../src/engine';
 import { OnnxRuntimeEngine } from '../src/engines/onnxruntime';
 import { loadBinding } from '../src/native';
 import { rejects } from './helpers/assert';
@@ -60,6 +60,39 @@ function pattern(shape: Shape4): Float32Array {
   return data;
 }
 
+/**
+ * `engine`'s outputs on the exporter's reference input against PyTorch float. Bounds: export measures
+ * mean |conf diff| ~0.001 and max ~0.13 on this input (two 320x256 crops of a group photo) for both int8
+ * files; loc/landmark offsets are in anchor units (x0.1 x anchor size px), mean ~0.1-0.2.
+ */
+async function assertCloseToFloat(engine: InferenceEngine): Promise<void> {
+  const ref = rawReference(modelDir);
+  const out = await engine.infer(ref.input.data, ref.input.shape as Shape4);
+  assert.equal(out.shapes.conf, ref.conf.shape);
+  const conf = meanAbsDiff(out.conf, ref.conf.data);
+  assert.ok(conf < 0.005, `mean |conf - float| ${conf}`);
+  assert.ok(maxAbsDiff(out.conf, ref.conf.data) < 0.35, 'max |conf - float|');
+  const loc = meanAbsDiff(out.loc, ref.loc.data);
+  assert.ok(loc < 0.3, `mean |loc - float| ${loc}`);
+  const landmarks = meanAbsDiff(out.landmarks, ref.landmarks.data);
+  assert.ok(landmarks < 0.5, `mean |landmarks - float| ${landmarks}`);
+  // and it is not the float model
+  assert.ok(maxAbsDiff(out.loc, ref.loc.data) > 1e-3, 'int8 outputs equal float ones');
+}
+
+/** The int8 engine on `shapes`, one after the other: fp32's anchors, finite and close scores. */
+async function assertShapesLikeFp32(int8: InferenceEngine, fp32: InferenceEngine, shapes: Shape4[]) {
+  for (const shape of shapes) {
+    const input = pattern(shape);
+    const got = await int8.infer(input, shape);
+    const want = await fp32.infer(input, shape);
+    assert.equal(got.shapes, want.shapes, `output shapes at ${shape.join('x')}`);
+    assert.ok(got.conf.every(Number.isFinite), `finite scores at ${shape.join('x')}`);
+    const conf = meanAbsDiff(got.conf, want.conf);
+    assert.ok(conf < 0.01, `mean |conf - fp32| ${conf} at ${shape.join('x')}`);
+  }
+}
+
 const raw = suite('int8: the quantised network through the addon');
 let int8Engine: NativeInferenceEngine;
 let fp32Engine: NativeInferenceEngine;
@@ -87,42 +120,18 @@ raw('the model card records the quantisation', () => {
   assert.is(int8Engine.info().precision, 'int8');
 });
 
-// Bounds: export measures mean |conf diff| ~0.001 and max ~0.13 on this input (two 320x256 crops of a
-// group photo); loc/landmark offsets are in anchor units (x0.1 x anchor size px), mean ~0.1-0.2.
-raw('raw outputs on the reference input stay close to PyTorch float', async () => {
-  const ref = rawReference(modelDir);
-  const out = await int8Engine.infer(ref.input.data, ref.input.shape as Shape4);
-  assert.equal(out.shapes.conf, ref.conf.shape);
-  const conf = meanAbsDiff(out.conf, ref.conf.data);
-  assert.ok(conf < 0.005, `mean |conf - float| ${conf}`);
-  assert.ok(maxAbsDiff(out.conf, ref.conf.data) < 0.35, 'max |conf - float|');
-  const loc = meanAbsDiff(out.loc, ref.loc.data);
-  assert.ok(loc < 0.3, `mean |loc - float| ${loc}`);
-  const landmarks = meanAbsDiff(out.landmarks, ref.landmarks.data);
-  assert.ok(landmarks < 0.5, `mean |landmarks - float| ${landmarks}`);
-  // and it is not the float model
-  assert.ok(maxAbsDiff(out.loc, ref.loc.data) > 1e-3, 'int8 outputs equal float ones');
-});
+raw('raw outputs on the reference input stay close to PyTorch float', () => assertCloseToFloat(int8Engine));
 
-raw('any height, width and batch size, one after the other: same anchors as fp32', async () => {
-  const shapes: Shape4[] = [
+raw('any height, width and batch size, one after the other: same anchors as fp32', () =>
+  assertShapesLikeFp32(int8Engine, fp32Engine, [
     [1, 3, 1088, 800],
     [1, 3, 64, 64],
     [2, 3, 333, 417],
     [1, 3, 100, 140],
     [3, 3, 96, 160],
     [1, 3, 704, 1024],
-  ];
-  for (const shape of shapes) {
-    const input = pattern(shape);
-    const got = await int8Engine.infer(input, shape);
-    const want = await fp32Engine.infer(input, shape);
-    assert.equal(got.shapes, want.shapes, `output shapes at ${shape.join('x')}`);
-    assert.ok(got.conf.every(Number.isFinite), `finite scores at ${shape.join('x')}`);
-    const conf = meanAbsDiff(got.conf, want.conf);
-    assert.ok(conf < 0.01, `mean |conf - fp32| ${conf} at ${shape.join('x')}`);
-  }
-});
+  ]),
+);
 
 raw.run();
 
@@ -196,40 +205,17 @@ print(ops['QLinearConv'], ops['Conv'], ops['QuantizeLinear'])
   },
 );
 
-// Same bounds as model.int8.pt above; export measures (int8 emulated with torch ops) mean |conf diff|
-// ~0.0012, loc ~0.1, landmarks ~0.17 on this input.
-ort('raw outputs on the reference input stay close to PyTorch float', async () => {
-  const ref = rawReference(modelDir);
-  const out = await ortInt8.infer(ref.input.data, ref.input.shape as Shape4);
-  assert.equal(out.shapes.conf, ref.conf.shape);
-  const conf = meanAbsDiff(out.conf, ref.conf.data);
-  assert.ok(conf < 0.005, `mean |conf - float| ${conf}`);
-  assert.ok(maxAbsDiff(out.conf, ref.conf.data) < 0.35, 'max |conf - float|');
-  const loc = meanAbsDiff(out.loc, ref.loc.data);
-  assert.ok(loc < 0.3, `mean |loc - float| ${loc}`);
-  const landmarks = meanAbsDiff(out.landmarks, ref.landmarks.data);
-  assert.ok(landmarks < 0.5, `mean |landmarks - float| ${landmarks}`);
-  assert.ok(maxAbsDiff(out.loc, ref.loc.data) > 1e-3, 'int8 outputs equal float ones');
-});
+ort('raw outputs on the reference input stay close to PyTorch float', () => assertCloseToFloat(ortInt8));
 
-ort('any height, width and batch size: same anchors as fp32, close scores', async () => {
-  const shapes: Shape4[] = [
+ort('any height, width and batch size: same anchors as fp32, close scores', () =>
+  assertShapesLikeFp32(ortInt8, ortFp32, [
     [1, 3, 1088, 800],
     [1, 3, 64, 64],
     [2, 3, 333, 417],
     [1, 3, 33, 47],
     [3, 3, 96, 160],
-  ];
-  for (const shape of shapes) {
-    const input = pattern(shape);
-    const got = await ortInt8.infer(input, shape);
-    const want = await ortFp32.infer(input, shape);
-    assert.equal(got.shapes, want.shapes, `output shapes at ${shape.join('x')}`);
-    assert.ok(got.conf.every(Number.isFinite), `finite scores at ${shape.join('x')}`);
-    const conf = meanAbsDiff(got.conf, want.conf);
-    assert.ok(conf < 0.01, `mean |conf - fp32| ${conf} at ${shape.join('x')}`);
-  }
-});
+  ]),
+);
 
 ort(
   'ResNet50 (SYNTHETIC weights) int8: the shapes of fp32, and its silent heads still find no face',
