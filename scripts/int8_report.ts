@@ -142,9 +142,10 @@ async function speed(modelDir: string): Promise<SpeedRow[]> {
         // a different engine order each round, so that none always runs after the same neighbour
         const order = engines.map((_, i) => engines[(i + r) % engines.length]!);
         for (const e of order) {
-          // untimed runs first: the previous engine's threads may still be spinning, and this one's
-          // were asleep (the bench's own harness, src/bench/run.ts, does the same with more care)
-          for (let i = 0; i < 2; i++) await e.run(x, shape);
+          // untimed runs first, back to back for at least 150 ms (as src/bench/run.ts warms each
+          // cell): the previous engine's threads may still be spinning, and this one's were asleep
+          const warm = performance.now() + 150;
+          for (let i = 0; i < 2 || performance.now() < warm; i++) await e.run(x, shape);
           for (let i = 0; i < iterations; i++) {
             const t = process.hrtime.bigint();
             await e.run(x, shape);
