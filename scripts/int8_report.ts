@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-// The int8 (quantised CPU) measurement behind the README's int8 paragraph: engine-only speed of the
-// int8 TorchScript against fp32 (model.pt) and ONNX Runtime, interleaved in one process,
-// and WIDER FACE AP of the whole detector with precision 'int8' against 'fp32' on the fixtures.
+// The int8 (quantised CPU) measurement behind the README's int8 paragraph: engine-only speed of each
+// runtime's int8 file against its fp32 one (LibTorch model.int8.pt / model.pt, ONNX Runtime
+// model.int8.onnx / model.onnx), interleaved in one process, and WIDER FACE AP of the whole detector
+// with precision 'int8' (each int8 engine) against 'fp32' on the fixtures.
 //
 //   npx tsx scripts/int8_report.ts [--speed] [--ap] [--models DIR,DIR] [--sizes 512,1024] [--readme README.md]
 //                                  [--reps 7] [--iterations 5] [--threads 2] [--json FILE]
