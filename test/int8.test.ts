@@ -154,6 +154,37 @@ ort.after(async () => {
   fs.rmSync(tmpOrt, { recursive: true, force: true });
 });
 
+// Calibration runs the float graph through the exporter's own ONNX interpreter (torch ops; ONNX Runtime
+// has no Python package here): if it computed anything else than the graph, the ranges would be wrong.
+ort("the exporter's calibration interpreter computes model.onnx as PyTorch does (both backbones)", () => {
+  const script = `
+import json, os, sys
+import numpy as np, onnx, torch
+sys.path.insert(0, sys.argv[1])
+from quantize_onnx import OnnxTorchRunner, inline_identity_initializers
+worst = 0.0
+for d in sys.argv[2:]:
+    ref = os.path.join(d, 'reference')
+    meta = json.load(open(os.path.join(ref, 'raw.json')))
+    load = lambda k: torch.from_numpy(np.fromfile(os.path.join(ref, meta[k]['file']), np.float32).reshape(meta[k]['shape']))
+    proto = onnx.load(os.path.join(d, 'model.onnx'))
+    inline_identity_initializers(proto)
+    got = OnnxTorchRunner(proto).run(load('input'), lambda _n, _t: None)
+    worst = max(worst, *(float((got[k] - load(k)).abs().max()) for k in ('loc', 'conf', 'landmarks')))
+print(worst)
+`;
+  const worst = Number(
+    execFileSync(
+      '/usr/bin/python3',
+      ['-c', script, path.join(__dirname, '..', 'scripts'), modelDir, resnetDir],
+      {
+        encoding: 'utf8',
+      },
+    ).trim(),
+  );
+  assert.ok(worst <= 1e-4, `max |interpreter - PyTorch| ${worst}`);
+});
+
 ort('the model card records the quantisation', () => {
   const q = card.int8_onnx!;
   assert.ok(q.calibration.inputs >= 50, 'calibrated on at least 50 inputs');
