@@ -1,8 +1,9 @@
 """Static post-training int8 quantisation of RetinaFace for ONNX Runtime (QDQ format).
 
 Used by export_model.py --int8 to write model.int8.onnx and model.int8.u8.onnx (precision 'int8' with
-the ONNX Runtime engine). The float network is prepared exactly as for model.int8.pt
-(scripts/quantize_int8.py: BatchNorm folded; MobileNet0.25 range-equalised, its stem kept float), exported
+the ONNX Runtime engine). The float network is prepared as for model.int8.pt (scripts/quantize_int8.py:
+BatchNorm folded; MobileNet0.25 range-equalised, its stem kept float; here the heads' 1x1 convolutions
+stay float too: +0.1 to +0.2 AP points on wider-val-416 for MobileNet0.25, and little time), exported
 to ONNX, and run on the calibration inputs by a small ONNX interpreter written with torch ops (ONNX
 Runtime has no Python package here); each quantised tensor gets the quint8 range torch's
 HistogramObserver picks for it (the observer model.int8.pt uses). QuantizeLinear/DequantizeLinear
@@ -16,8 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
-import warnings
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Sequence, Set, Tuple
 
 import numpy as np
 import torch
