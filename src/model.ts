@@ -113,6 +113,14 @@ export function modelFile(
   else if (backend === 'tensorrt' || backend === 'onnxruntime') file = files.onnx ?? undefined;
   else if (precision === 'int8') file = files.torchscript_int8;
   else file = files.torchscript;
+  if (!file && backend === 'torch' && precision === 'int8' && files.onnx_int8) {
+    // ResNet50: LibTorch 1.13's oneDNN cannot run it in int8, so export writes only model.int8.onnx.
+    throw new FacedetError(
+      'model_not_found',
+      `${model.dir} has no int8 TorchScript file for backend 'torch' (LibTorch cannot run this network in ` +
+        `int8); its int8 model is ${files.onnx_int8}, for backend 'onnxruntime' (install onnxruntime-node)`,
+    );
+  }
   if (!file) {
     const what =
       backend === 'torch'

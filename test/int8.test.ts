@@ -375,6 +375,15 @@ bad(
   },
 );
 
+bad("ResNet50 int8 with backend 'torch': it has only model.int8.onnx, and the error says so", async () => {
+  const error = await rejects<FacedetError>(
+    FaceDetector.create({ model: resnetDir, precision: 'int8', backend: 'torch', warmup: [] }),
+    /has no int8 TorchScript file for backend 'torch' \(LibTorch cannot run this network in int8\); its int8 model is model\.int8\.onnx, for backend 'onnxruntime' \(install onnxruntime-node\)$/,
+    FacedetError,
+  );
+  assert.is(error.code, 'model_not_found');
+});
+
 bad('int8 on a CUDA device: a clean error', async () => {
   const binding = loadBinding();
   const cuda = binding.build.cuda && binding.cudaDeviceCount() > 0;
