@@ -97,17 +97,19 @@ class TorchBackend : public Backend {
   explicit TorchBackend(const LoadOptions& options)
       : device_(parseDevice(options.device)),
         precision_(options.precision),
-        float32Convs_(options.precision == "fp16" ? options.float32Convolutions : 0) {
+        float32Convs_(options.precision == "fp16"   ? options.float32Convolutions
+                      : options.precision == "bf16" ? 1
+                                                    : 0) {
     if (options.threads > 0) at::set_num_threads(options.threads);
     threads_ = at::get_num_threads();
-    if (precision_ != "fp32" && precision_ != "fp16" && precision_ != "int8") {
-      throw ArgumentError("precision '" + precision_ + "' is not 'fp32', 'fp16' or 'int8'");
+    if (precision_ != "fp32" && precision_ != "fp16" && precision_ != "bf16" && precision_ != "int8") {
+      throw ArgumentError("precision '" + precision_ + "' is not 'fp32', 'fp16', 'bf16' or 'int8'");
     }
     if (precision_ == "fp16" && device_.is_cpu()) {
-      throw ArgumentError("precision 'fp16' needs a CUDA device; on CPU use 'fp32' or 'int8'");
+      throw ArgumentError("precision 'fp16' needs a CUDA device; on CPU use 'fp32', 'bf16' or 'int8'");
     }
-    if (precision_ == "int8" && !device_.is_cpu()) {
-      throw ArgumentError("precision 'int8' is a CPU model; on CUDA use 'fp16' or 'fp32'");
+    if ((precision_ == "int8" || precision_ == "bf16") && !device_.is_cpu()) {
+      throw ArgumentError("precision '" + precision_ + "' is a CPU precision; on CUDA use 'fp16' or 'fp32'");
     }
     if (precision_ == "int8") selectQuantizedEngine();
     {
@@ -124,6 +126,13 @@ class TorchBackend : public Backend {
       // lose everything: max |conf - CPU conf| 0.56, measured on an H200 and reproduced by rounding on the
       // CPU). An already frozen file has no parameters left and is used as it is.
       if (module_.parameters().size() > 0) module_ = torch::jit::freeze(module_);
+      // bf16 on the CPU: the float32 graph, folded at full precision above, with its weights rounded to
+      // bfloat16 (oneDNN's bf16 convolutions), but for the first convolution, which stays float32: it reads
+      // the raw pixel values (BGR minus mean), and with its weights rounded to bf16 MobileNet0.25 lost
+      // 0.8-1.6 AP points on wider-val (6 images at up to 1024 px), within 0.5 with it float32 (so did the
+      // whole first stage float32, as fp16 on CUDA keeps it: no better). Outputs return as float32.
+      if (precision_ == "bf16")
+        setPrecision(module_.get_method("forward").graph(), torch::kBFloat16, float32Convs_);
 #ifdef FACEDET_WITH_CUDA
       if (device_.is_cuda()) prepareCuda();
 #endif
@@ -289,53 +298,11 @@ class TorchBackend : public Backend {
     // Channels-last input lets oneDNN run its fast NHWC convolutions on the frozen graph: measured
     // 2-4x faster for MobileNet0.25 and 1.2-1.3x for ResNet50 than NCHW (int8 models convert themselves).
     if (precision_ == "fp32") batch = batch.contiguous(torch::MemoryFormat::ChannelsLast);
+    if (precision_ == "bf16") {
+      batch = (float32Convs_ > 0 ? batch : batch.to(torch::kBFloat16))
+                  .contiguous(torch::MemoryFormat::ChannelsLast);
+    }
     return unpack(module_.forward({batch}));
-  }
-
-#ifdef FACEDET_WITH_CUDA
-  // ---- CUDA (built only against a CUDA LibTorch) ----------------------------------------------------
-  //
-  // Streams: the engine has FACEDET_CUDA_STREAMS streams of its own (default 1) and as many threads;
-  // each call runs on one of them. More than one lets concurrent batches overlap (copies of one with
-  // kernels of another), at the cost of one more set of cached buffers and of cuDNN plans per thread
-  // (built, or tuned with FACEDET_CUDNN_BENCHMARK=1, on each thread's first call of each shape).
-  //
-  // Memory: LibTorch's caching allocator keeps the blocks of every shape it has seen. The TypeScript
-  // detector pads H and W to coarse buckets on CUDA (a multiple of 128), so few shapes occur; should a
-  // caller use many more than FACEDET_CUDA_MAX_SHAPES (default 64) distinct [n, h, w] anyway, the
-  // unused cached device and pinned blocks are released and counting starts over.
-  //
-  // cuDNN autotuning (benchmark mode) is process-wide and left at LibTorch's default (off): it retunes
-  // for every new shape, which costs seconds per shape and extra workspace memory when shapes vary.
-  // FACEDET_CUDNN_BENCHMARK=1 turns it on (worth it with bucketed shapes and a warm-up per bucket; the
-  // GPU benchmark measures both), =0 forces it off. cuDNN's plans (tuned or not) are cached per thread:
-  // the engine runs its calls on as many long-lived threads as it has streams.
-  void prepareCuda() {
-    // The frozen graph holds the weights as constants: convert them to the run's dtype (but for the
-    // model's leading float32 convolutions in fp16), and the convolution weights to channels-last like the
-    // input, so cuDNN runs NHWC kernels without transposing.
-    setPrecision(module_.get_method("forward").graph(), precision_ == "fp16" ? torch::kHalf : torch::kFloat,
-                 float32Convs_);
-    // fp32 means fp32: cuDNN's TF32 convolutions (LibTorch's default on Ampere and later GPUs) round
-    // their inputs to 10 mantissa bits, as fp16 does: in fp32 on an H200 that moved scores by 2e-3 and
-    // lost the same face as fp16, and it would undo an fp16 model's leading float32 convolutions.
-    // Process-wide; FACEDET_CUDA_TF32=1 leaves TF32 on.
-    if ((precision_ == "fp32" || float32Convs_ > 0) && envInt("FACEDET_CUDA_TF32", 0, 0, 1) == 0) {
-      at::globalContext().setAllowTF32CuDNN(false);
-    }
-    // TorchScript's fuser (NNC) compiles fused kernels for each new input shape to merge a few elementwise
-    // ops beside cuDNN's convolutions. Off unless FACEDET_CUDA_FUSER=1 (process-wide; CPU fusion is off
-    // in LibTorch by default anyway).
-    torch::jit::setTensorExprFuserEnabled(envInt("FACEDET_CUDA_FUSER", 0, 0, 1) == 1);
-    if (const char* v = std::getenv("FACEDET_CUDNN_BENCHMARK");
-        v && (std::string(v) == "1" || std::string(v) == "0")) {
-      at::globalContext().setBenchmarkCuDNN(std::string(v) == "1");
-    }
-    maxShapes_ = static_cast<size_t>(envInt("FACEDET_CUDA_MAX_SHAPES", 64, 1, 1 << 20));
-    const int streams = envInt("FACEDET_CUDA_STREAMS", 1, 1, 16);
-    for (int i = 0; i < streams; ++i)
-      freeStreams_.push_back(c10::cuda::getStreamFromPool(false, device_.index()));
-    concurrency_ = streams;
   }
 
   // Sets the precision of a frozen RetinaFace graph: its tensor constants (the weights) in `dtype`, 4-D ones
@@ -417,6 +384,52 @@ class TorchBackend : public Backend {
         for (Value* o : n->outputs()) wide.insert(o);
       }
     }
+  }
+
+#ifdef FACEDET_WITH_CUDA
+  // ---- CUDA (built only against a CUDA LibTorch) ----------------------------------------------------
+  //
+  // Streams: the engine has FACEDET_CUDA_STREAMS streams of its own (default 1) and as many threads;
+  // each call runs on one of them. More than one lets concurrent batches overlap (copies of one with
+  // kernels of another), at the cost of one more set of cached buffers and of cuDNN plans per thread
+  // (built, or tuned with FACEDET_CUDNN_BENCHMARK=1, on each thread's first call of each shape).
+  //
+  // Memory: LibTorch's caching allocator keeps the blocks of every shape it has seen. The TypeScript
+  // detector pads H and W to coarse buckets on CUDA (a multiple of 128), so few shapes occur; should a
+  // caller use many more than FACEDET_CUDA_MAX_SHAPES (default 64) distinct [n, h, w] anyway, the
+  // unused cached device and pinned blocks are released and counting starts over.
+  //
+  // cuDNN autotuning (benchmark mode) is process-wide and left at LibTorch's default (off): it retunes
+  // for every new shape, which costs seconds per shape and extra workspace memory when shapes vary.
+  // FACEDET_CUDNN_BENCHMARK=1 turns it on (worth it with bucketed shapes and a warm-up per bucket; the
+  // GPU benchmark measures both), =0 forces it off. cuDNN's plans (tuned or not) are cached per thread:
+  // the engine runs its calls on as many long-lived threads as it has streams.
+  void prepareCuda() {
+    // The frozen graph holds the weights as constants: convert them to the run's dtype (but for the
+    // model's leading float32 convolutions in fp16), and the convolution weights to channels-last like the
+    // input, so cuDNN runs NHWC kernels without transposing.
+    setPrecision(module_.get_method("forward").graph(), precision_ == "fp16" ? torch::kHalf : torch::kFloat,
+                 float32Convs_);
+    // fp32 means fp32: cuDNN's TF32 convolutions (LibTorch's default on Ampere and later GPUs) round
+    // their inputs to 10 mantissa bits, as fp16 does: in fp32 on an H200 that moved scores by 2e-3 and
+    // lost the same face as fp16, and it would undo an fp16 model's leading float32 convolutions.
+    // Process-wide; FACEDET_CUDA_TF32=1 leaves TF32 on.
+    if ((precision_ == "fp32" || float32Convs_ > 0) && envInt("FACEDET_CUDA_TF32", 0, 0, 1) == 0) {
+      at::globalContext().setAllowTF32CuDNN(false);
+    }
+    // TorchScript's fuser (NNC) compiles fused kernels for each new input shape to merge a few elementwise
+    // ops beside cuDNN's convolutions. Off unless FACEDET_CUDA_FUSER=1 (process-wide; CPU fusion is off
+    // in LibTorch by default anyway).
+    torch::jit::setTensorExprFuserEnabled(envInt("FACEDET_CUDA_FUSER", 0, 0, 1) == 1);
+    if (const char* v = std::getenv("FACEDET_CUDNN_BENCHMARK");
+        v && (std::string(v) == "1" || std::string(v) == "0")) {
+      at::globalContext().setBenchmarkCuDNN(std::string(v) == "1");
+    }
+    maxShapes_ = static_cast<size_t>(envInt("FACEDET_CUDA_MAX_SHAPES", 64, 1, 1 << 20));
+    const int streams = envInt("FACEDET_CUDA_STREAMS", 1, 1, 16);
+    for (int i = 0; i < streams; ++i)
+      freeStreams_.push_back(c10::cuda::getStreamFromPool(false, device_.index()));
+    concurrency_ = streams;
   }
 
   // A stream borrowed for one call.

@@ -147,7 +147,7 @@ const evalCommand: Command = {
   summary: 'WIDER FACE AP of the pipeline beside the PyTorch reference (npm run eval)',
   usage:
     'facedet eval [--model DIR] [--gt FILE|DIR]... [--max-size N] [--sizes 0,1080,640] [--no-reference]\n' +
-    '             [--weights FILE] [--threads N] [--precision fp32|int8] [--out DIR] [--dump DIR]\n' +
+    '             [--weights FILE] [--threads N] [--precision fp32|bf16|int8] [--out DIR] [--dump DIR]\n' +
     '             [--tolerance T] [--readme FILE]',
   options: {
     model: { type: 'string' },
@@ -173,7 +173,9 @@ const evalCommand: Command = {
       reference: !values['no-reference'],
       ...(values.weights ? { weights: String(values.weights) } : {}),
       threads: numberFlag(values, 'threads') ?? 2,
-      ...(values.precision !== undefined ? { precision: String(values.precision) as 'fp32' | 'int8' } : {}),
+      ...(values.precision !== undefined
+        ? { precision: String(values.precision) as 'fp32' | 'bf16' | 'int8' }
+        : {}),
       outDir: String(values.out ?? path.join(packageRoot, 'eval-results')),
       ...(values.dump ? { dump: String(values.dump) } : {}),
       ...(tolerance !== undefined ? { tolerance } : {}),

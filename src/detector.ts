@@ -6,6 +6,7 @@ import path from 'node:path';
 import { Batcher } from './batcher';
 import { type EngineInfo, type InferenceEngine, NativeInferenceEngine, type RawOutputs } from './engine';
 import { OnnxRuntimeEngine, onnxRuntimeVersion } from './engines/onnxruntime';
+import { cpuHasBf16 } from './cpu';
 import { FacedetError, OverloadedError, invalidParameterError } from './errors';
 import {
   type ModelCard,
@@ -16,6 +17,7 @@ import {
   readModel,
 } from './model';
 import { AnchorCache, type AnchorConfig, type Face, decodeFaces, toFaces } from './postprocess';
+import type { Precision } from './native';
 import { type DecodedImage, type ImageInput, decodeImage, packBatch, packBatchUint8 } from './preprocess';
 
 export interface FaceDetectorOptions {
@@ -23,8 +25,12 @@ export interface FaceDetectorOptions {
   model?: string;
   /** 'cpu' (default), 'cuda' or 'cuda:N'. */
   device?: string;
-  /** 'fp32' (default), 'fp16' (CUDA) or 'int8' (CPU, a model exported with --int8). */
-  precision?: 'fp32' | 'fp16' | 'int8';
+  /**
+   * 'fp32' (default); 'fp16' (CUDA); 'bf16' (CPU, backend 'torch': the weights and activations in
+   * bfloat16, for CPUs with AVX512-BF16 or AMX, see the README's measurements); 'int8' (CPU, a model
+   * exported with --int8).
+   */
+  precision?: Precision;
   /**
    * 'torch' (default: the LibTorch addon), 'tensorrt' (when the addon was built with TensorRT) or
    * 'onnxruntime' (CPU, fp32: model.onnx through the optional onnxruntime-node package, on a worker thread).
@@ -189,8 +195,15 @@ function validateDetectorOptions(o: FaceDetectorOptions): void {
   if (o.device !== undefined && !(typeof o.device === 'string' && /^(cpu|cuda(:\d+)?)$/.test(o.device))) {
     throw invalidParameterError('device', "'cpu', 'cuda' or 'cuda:N'", o.device);
   }
-  checkOneOf('precision', o.precision, ['fp32', 'fp16', 'int8']);
+  checkOneOf('precision', o.precision, ['fp32', 'fp16', 'bf16', 'int8']);
   checkOneOf('backend', o.backend, ['torch', 'tensorrt', 'onnxruntime']);
+  if (o.precision === 'bf16' && (o.device ?? 'cpu') === 'cpu' && !cpuHasBf16()) {
+    throw new FacedetError(
+      'invalid_argument',
+      "precision 'bf16' needs a CPU with AVX512-BF16 or AMX-BF16 instructions (flags avx512_bf16, " +
+        "amx_bf16 in /proc/cpuinfo), and this one has neither; use 'fp32'",
+    );
+  }
   if (o.backend === 'onnxruntime') {
     if (o.device !== undefined && o.device !== 'cpu') {
       throw invalidParameterError("device (backend 'onnxruntime' runs on the CPU)", "'cpu'", o.device);

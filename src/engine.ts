@@ -2,7 +2,7 @@
 // Engines run the network: raw NCHW batch in, raw outputs out. The native LibTorch addon is one;
 // every engine offers the same small interface, so the detector never knows which one it has.
 import { FacedetError, invalidParameterError, withCallSite } from './errors';
-import { loadBinding, type NativeEngine, type RawOutputs } from './native';
+import { loadBinding, type NativeEngine, type Precision, type RawOutputs } from './native';
 
 export type { RawOutputs } from './native';
 
@@ -52,7 +52,7 @@ export interface EngineLoadOptions {
   modelPath: string;
   backend: 'torch' | 'tensorrt';
   device: string;
-  precision: 'fp32' | 'fp16' | 'int8';
+  precision: Precision;
   threads: number;
   cacheDir?: string;
   maxBatch?: number;

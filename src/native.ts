@@ -4,11 +4,17 @@
 import path from 'node:path';
 import { FacedetError } from './errors';
 
+/**
+ * Arithmetic of the network: 'fp32'; 'fp16' (CUDA); 'bf16' (CPU, LibTorch: model.pt's weights rounded to
+ * bfloat16 at load, for CPUs with AVX512-BF16 or AMX); 'int8' (CPU, a model exported with --int8).
+ */
+export type Precision = 'fp32' | 'fp16' | 'bf16' | 'int8';
+
 export interface NativeLoadOptions {
   modelPath: string;
   backend?: 'torch' | 'tensorrt';
   device?: string;
-  precision?: 'fp32' | 'fp16' | 'int8';
+  precision?: Precision;
   threads?: number;
   cacheDir?: string;
   maxBatch?: number;

@@ -390,7 +390,7 @@ bad('int8 on a CUDA device: a clean error', async () => {
   await rejects(
     FaceDetector.create({ model: modelDir, precision: 'int8', device: 'cuda', warmup: [] }),
     cuda
-      ? /precision 'int8' is a CPU model; on CUDA use 'fp16' or 'fp32'/
+      ? /precision 'int8' is a CPU precision; on CUDA use 'fp16' or 'fp32'/
       : /^device 'cuda' was requested, but (LibTorch sees no CUDA device|the addon was built without CUDA)/,
     RangeError,
   );

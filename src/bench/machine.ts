@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import sharp from 'sharp';
+import { cpuInfo } from '../cpu';
 
 export interface MachineFacts {
   cpu: string;
@@ -22,28 +23,12 @@ export interface MachineFacts {
   python: Record<string, unknown> | null;
 }
 
-function cpuInfo(): { physicalCores: number | null; simd: string[] } {
-  try {
-    const text = fs.readFileSync('/proc/cpuinfo', 'utf8');
-    const cores = new Set<string>();
-    let physical = '';
-    for (const line of text.split('\n')) {
-      const [key, value] = line.split(':').map((s) => s.trim());
-      if (key === 'physical id') physical = value ?? '';
-      if (key === 'core id') cores.add(`${physical}/${value}`);
-    }
-    const flags = /^flags\s*:(.*)$/m.exec(text)?.[1]?.trim().split(/\s+/) ?? [];
-    const wanted = ['avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx_vnni', 'amx_tile'];
-    return { physicalCores: cores.size || null, simd: wanted.filter((f) => flags.includes(f)) };
-  } catch {
-    return { physicalCores: null, simd: [] };
-  }
-}
-
 export function machineFacts(
   runtimes: Pick<MachineFacts, 'libtorch' | 'onnxruntime' | 'python'>,
 ): MachineFacts {
-  const { physicalCores, simd } = cpuInfo();
+  const { physicalCores, flags } = cpuInfo();
+  const wanted = ['avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx_vnni', 'amx_tile'];
+  const simd = wanted.filter((f) => flags.includes(f));
   return {
     cpu: os.cpus()[0]?.model.trim() ?? 'unknown',
     cpus: os.availableParallelism(),

@@ -26,8 +26,8 @@ export interface EvalCommandOptions {
   reference: boolean;
   weights?: string;
   threads: number;
-  /** The detector's precision (default 'fp32'); 'int8' compares a quantised model with the reference. */
-  precision?: 'fp32' | 'int8';
+  /** The detector's precision (default 'fp32'); 'bf16' or 'int8' compare a reduced precision with the reference. */
+  precision?: 'fp32' | 'bf16' | 'int8';
   outDir: string;
   dump?: string;
   /** Fail when |ours - reference| exceeds this on any subset. */
@@ -132,7 +132,9 @@ export async function runEvaluation(options: EvalCommandOptions): Promise<EvalSe
         await detector.detect(paths, { ...EVAL_SETTINGS, clipBoxes: false, maxSize }),
         paths,
       );
-    for (const gt of options.gt) {
+    for (const given of options.gt) {
+      // A folder holding a gt.json means that file (the PyTorch reference reads gt.json files only).
+      const gt = fs.existsSync(path.join(given, 'gt.json')) ? path.join(given, 'gt.json') : given;
       const name = path.basename(path.dirname(path.resolve(gt.endsWith('.json') ? gt : path.join(gt, 'x'))));
       const outDir = path.join(options.outDir, name);
       const engine = detector.info().engine;

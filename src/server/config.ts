@@ -2,6 +2,7 @@
 // Server configuration: one table of settings, each with a default, a FACEDET_* environment variable
 // and a CLI flag. Flags win over the environment, the environment over the defaults.
 import type { ParseArgsConfig } from 'node:util';
+import type { Precision } from '../native';
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -19,7 +20,7 @@ export interface ServerConfig {
   model: string | undefined;
   device: string;
   backend: 'torch' | 'onnxruntime' | 'tensorrt' | undefined;
-  precision: 'fp32' | 'fp16' | 'int8';
+  precision: Precision;
   threads: number | undefined;
   maxSize: number;
   maxSizeLimit: number;
@@ -68,7 +69,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'model', env: 'FACEDET_MODEL', flag: 'model', kind: 'string', default: undefined, description: 'model folder (default: models/retinaface-mobilenet0.25)' },
   { key: 'device', env: 'FACEDET_DEVICE', flag: 'device', kind: 'string', default: 'cpu', description: "'cpu', 'cuda' or 'cuda:N'" },
   { key: 'backend', env: 'FACEDET_BACKEND', flag: 'backend', kind: 'string', default: undefined, choices: ['torch', 'onnxruntime', 'tensorrt'], description: "inference engine: 'torch' (the native LibTorch addon), 'onnxruntime' (CPU) or 'tensorrt' (default: onnxruntime on CPU when installed, else torch)" },
-  { key: 'precision', env: 'FACEDET_PRECISION', flag: 'precision', kind: 'string', default: 'fp32', choices: ['fp32', 'fp16', 'int8'], description: "'fp32', 'fp16' (CUDA) or 'int8' (CPU, experimental; a model exported with --int8)" },
+  { key: 'precision', env: 'FACEDET_PRECISION', flag: 'precision', kind: 'string', default: 'fp32', choices: ['fp32', 'fp16', 'bf16', 'int8'], description: "'fp32', 'fp16' (CUDA), 'bf16' (CPU with AVX512-BF16 or AMX; backend torch) or 'int8' (CPU, experimental; a model exported with --int8)" },
   { key: 'threads', env: 'FACEDET_THREADS', flag: 'threads', kind: 'int', default: undefined, min: 1, max: 1024, description: 'LibTorch threads (default: the CPUs available)' },
   { key: 'maxSize', env: 'FACEDET_MAX_SIZE', flag: 'max-size', kind: 'int', default: 1080, min: 0, max: 16384, description: 'default longer-side limit images are resized to (0: original size); `max_size` per request' },
   { key: 'maxSizeLimit', env: 'FACEDET_MAX_SIZE_LIMIT', flag: 'max-size-limit', kind: 'int', default: 2048, min: 0, max: 16384, description: 'largest `max_size` a request may ask for; a request\'s `max_size: 0` (original size) means this (0: no limit)' },
