@@ -6,6 +6,7 @@ import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { main } from '../src/cli';
+import { cpuHasBf16 } from '../src/cpu';
 import { loadMarkdown, parseHistograms } from '../src/bench/load';
 import { machineFacts } from '../src/bench/machine';
 import { markdownReport } from '../src/bench/report';
@@ -137,6 +138,10 @@ endToEnd('measures every engine and baseline, labels the synthetic model, writes
     report.machine.libtorch && report.machine.onnxruntime && report.machine.python,
     'runtime versions',
   );
+  // LibTorch in bf16 is one of ours by default where the CPU computes in bf16.
+  const bf16 = cpuHasBf16();
+  const ours = bf16 ? (['torch', 'torch-bf16', 'onnxruntime'] as const) : (['torch', 'onnxruntime'] as const);
+  assert.equal(report.settings.engines, ours);
   const measured = report.cells.filter((c) => c.status === 'measured');
   // MobileNet: 2 sizes x 2 batches; ResNet50: batch 1 only by default.
   assert.is(measured.length, 6);
@@ -151,14 +156,14 @@ endToEnd('measures every engine and baseline, labels the synthetic model, writes
   for (const cell of measured) {
     assert.is(cell.rounds, 2);
     assert.is(cell.env?.threads, 1);
-    for (const impl of ['torch', 'onnxruntime', 'ort-direct', 'pytorch'] as const) {
+    for (const impl of [...ours, 'ort-direct', 'pytorch'] as const) {
       const r = cell.results?.engine?.[impl];
       assert.ok(
         r && r.n === 2 && r.median > 0,
         `${cell.model} ${cell.size} engine ${impl}: ${JSON.stringify(r)}`,
       );
     }
-    for (const impl of ['torch', 'onnxruntime', 'pytorch'] as const) {
+    for (const impl of [...ours, 'pytorch'] as const) {
       const r = cell.results?.whole?.[impl];
       assert.ok(
         r && r.n === 2 && r.median > 0,
@@ -170,6 +175,7 @@ endToEnd('measures every engine and baseline, labels the synthetic model, writes
     const s = cell.speedups?.engine ?? {};
     assert.ok(s['torch:pytorch']! > 0 && s['onnxruntime:ort-direct']! > 0, JSON.stringify(cell.speedups));
     assert.ok((cell.speedups?.whole?.['onnxruntime:pytorch'] ?? 0) > 0);
+    if (bf16) assert.ok((cell.speedups?.whole?.['torch-bf16:pytorch'] ?? 0) > 0);
   }
   // --iterations 2 --passes 2: two passes over each batch size's cells, one round each; the cells in plan
   // order in the report.
@@ -192,6 +198,11 @@ endToEnd('measures every engine and baseline, labels the synthetic model, writes
   );
   const text = stdout.join('');
   assert.match(text, /### Engine only/);
+  if (bf16)
+    assert.match(
+      text,
+      /\| LibTorch addon, bf16 \|.*\| LibTorch bf16 ÷ PyTorch \| LibTorch bf16 ÷ ORT direct \|/,
+    );
   assert.match(text, /### Whole path per image/);
   assert.match(text, /### Does batching pay\?/);
   assert.match(text, /\| ResNet50 \(SYNTHETIC weights\) \| 64² \| 1 \|/);

@@ -6,7 +6,8 @@ import path from 'node:path';
 import type { ParseArgsConfig } from 'node:util';
 import { replaceReadmeSection } from '../readme';
 import { markdownReport } from './report';
-import { DEFAULT_BATCHES, DEFAULT_SIZES, type Engine, type Measure, runBench } from './run';
+import { cpuHasBf16 } from '../cpu';
+import { DEFAULT_BATCHES, DEFAULT_SIZES, type Engine, type Measure, OUR_ENGINES, runBench } from './run';
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 
@@ -16,7 +17,7 @@ export class BenchUsageError extends Error {}
 
 export const benchUsage =
   'facedet bench [--model DIR]... [--size 256,512,...] [--batch 1,4,16] [--iterations N] [--threads N]\n' +
-  '              [--engines torch,onnxruntime] [--only engine|whole] [--no-pytorch] [--no-ort-direct]\n' +
+  '              [--engines torch,torch-bf16,onnxruntime] [--only engine|whole] [--no-pytorch] [--no-ort-direct]\n' +
   '              [--full] [--max-minutes M] [--cell-seconds S] [--passes P] [--image FILE] [--json]\n' +
   '              [--out FILE] [--readme FILE]\n' +
   '\n' +
@@ -24,6 +25,7 @@ export const benchUsage =
   "two baselines interleaved in the same run: eager PyTorch from Python in the original project's\n" +
   'style (scripts/bench_pytorch.py; $FACEDET_PYTHON) and onnxruntime-node used directly. Prints a\n' +
   'markdown table (or the JSON with --json) and writes the JSON to bench-results/cpu-<date>.json.\n' +
+  'Engines: LibTorch fp32, LibTorch bf16 (default only on CPUs with AVX512-BF16 or AMX) and ONNX Runtime.\n' +
   'The default plan skips the biggest cells (listed with the reason) and stays within --max-minutes\n' +
   "(default 9); --full runs every cell. --passes P (default 1) measures each batch size's cells in P\n" +
   "passes, each giving every cell its share of the rounds: a cell's rounds are spread over minutes.";
@@ -84,11 +86,11 @@ export async function benchMain(values: Values, python: string): Promise<number>
       `no model: pass --model DIR, or export the default models into ${path.join(packageRoot, 'models')} (npm run setup)`,
     );
   }
-  const engines = (values.engines ? String(values.engines).split(',') : ['torch', 'onnxruntime']).map((e) =>
-    e.trim(),
-  );
+  // bf16 only where the CPU computes in it (elsewhere the detector refuses it).
+  const defaults = OUR_ENGINES.filter((e) => e !== 'torch-bf16' || cpuHasBf16());
+  const engines = (values.engines ? String(values.engines).split(',') : defaults).map((e) => e.trim());
   for (const e of engines) {
-    if (e !== 'torch' && e !== 'onnxruntime') throw new BenchUsageError(`--engines: unknown engine '${e}'`);
+    if (!OUR_ENGINES.includes(e as Engine)) throw new BenchUsageError(`--engines: unknown engine '${e}'`);
   }
   const only = values.only as string | undefined;
   if (only !== undefined && only !== 'engine' && only !== 'whole') {

@@ -7,9 +7,11 @@ import {
   TIMED_MS,
   WARM_MS,
   type Cell,
+  type Engine,
   IMPL_LABELS,
   type Impl,
   type Measure,
+  OUR_ENGINES,
   modelLabel,
 } from './run';
 import { fmtMs, fmtRatio } from './stats';
@@ -39,6 +41,18 @@ function value(c: Cell, measure: Measure, impl: Impl): string {
   return `${fmtMs(r.median)} [${fmtMs(r.min)}–${fmtMs(r.max)}]`;
 }
 
+/** Short names of our engines in ratio and batching columns, and in the whole-path tables. */
+const SHORT: Record<Engine, string> = {
+  torch: 'LibTorch',
+  'torch-bf16': 'LibTorch bf16',
+  onnxruntime: 'ORT engine',
+};
+const WHOLE: Record<Engine, string> = {
+  torch: 'facedet, LibTorch',
+  'torch-bf16': 'facedet, LibTorch bf16',
+  onnxruntime: 'facedet, ONNX Runtime',
+};
+
 function table(headers: string[], rows: string[][]): string {
   const line = (cells: string[]) => `| ${cells.join(' | ')} |`;
   return [line(headers), line(headers.map(() => '---')), ...rows.map(line)].join('\n');
@@ -53,6 +67,10 @@ function othersNote(c: Cell): string {
 
 export function markdownReport(r: BenchReport): string {
   const measured = r.cells.filter((c) => c.status === 'measured');
+  // Our engines that have figures in this report (bf16 only on CPUs that compute in it).
+  const ours = OUR_ENGINES.filter((e) =>
+    measured.some((c) => c.results?.engine?.[e] || c.results?.whole?.[e]),
+  );
   const out: string[] = [];
   out.push(`## facedet bench — CPU, ${r.date.slice(0, 16).replace('T', ' ')} UTC`, '');
   out.push(machineLine(r), '');
@@ -85,7 +103,7 @@ export function markdownReport(r: BenchReport): string {
   const engineRows = measured.filter((c) => c.results?.engine);
   if (engineRows.length) {
     out.push('### Engine only (network forward pass)', '');
-    const impls: Impl[] = ['torch', 'onnxruntime', 'ort-direct', 'pytorch'];
+    const impls: Impl[] = [...ours, 'ort-direct', 'pytorch'];
     out.push(
       table(
         [
@@ -93,10 +111,7 @@ export function markdownReport(r: BenchReport): string {
           'size',
           'batch',
           ...impls.map((i) => IMPL_LABELS[i] + (i === 'ort-direct' || i === 'pytorch' ? ' (baseline)' : '')),
-          'LibTorch ÷ PyTorch',
-          'LibTorch ÷ ORT direct',
-          'ORT engine ÷ PyTorch',
-          'ORT engine ÷ ORT direct',
+          ...ours.flatMap((e) => [`${SHORT[e]} ÷ PyTorch`, `${SHORT[e]} ÷ ORT direct`]),
           'rounds',
           'other CPU',
         ],
@@ -107,10 +122,7 @@ export function markdownReport(r: BenchReport): string {
             `${c.size}²`,
             String(c.batch),
             ...impls.map((i) => value(c, 'engine', i)),
-            fmtRatio(s['torch:pytorch']),
-            fmtRatio(s['torch:ort-direct']),
-            fmtRatio(s['onnxruntime:pytorch']),
-            fmtRatio(s['onnxruntime:ort-direct']),
+            ...ours.flatMap((e) => [fmtRatio(s[`${e}:pytorch`]), fmtRatio(s[`${e}:ort-direct`])]),
             String(c.rounds),
             othersNote(c),
           ];
@@ -128,10 +140,11 @@ export function markdownReport(r: BenchReport): string {
       '',
       'What the engine-only medians above mean in GFLOP/s (a multiply-add counts 2; the convolutions ' +
         "are nearly all of the network's arithmetic; the count per pixel is in the model card, " +
-        "`conv_flops_per_pixel`). A rate near the CPUs' fp32 peak means no fp32 engine can be much faster.",
+        "`conv_flops_per_pixel`). A rate near the CPUs' fp32 peak means no fp32 engine can be much faster " +
+        '(bf16 arithmetic has a higher peak on CPUs that compute in it).',
       '',
     );
-    const impls: Impl[] = ['torch', 'onnxruntime', 'ort-direct', 'pytorch'];
+    const impls: Impl[] = [...ours, 'ort-direct', 'pytorch'];
     out.push(
       table(
         ['model', 'size', 'batch', 'GFLOP per image', ...impls.map((i) => IMPL_LABELS[i])],
@@ -156,18 +169,16 @@ export function markdownReport(r: BenchReport): string {
   const wholeRows = measured.filter((c) => c.results?.whole);
   if (wholeRows.length) {
     out.push('### Whole path per image (JPEG bytes → decode → preprocess → infer → postprocess → faces)', '');
-    const impls: Impl[] = ['torch', 'onnxruntime', 'pytorch'];
+    const impls: Impl[] = [...ours, 'pytorch'];
     out.push(
       table(
         [
           'model',
           'size',
           'batch',
-          'facedet, LibTorch',
-          'facedet, ONNX Runtime',
+          ...ours.map((e) => WHOLE[e]),
           'original-style PyTorch (baseline)',
-          'LibTorch ÷ PyTorch',
-          'ORT engine ÷ PyTorch',
+          ...ours.map((e) => `${SHORT[e]} ÷ PyTorch`),
           'faces/img',
           'rounds',
           'other CPU',
@@ -183,8 +194,7 @@ export function markdownReport(r: BenchReport): string {
             `${c.size}²`,
             String(c.batch),
             ...impls.map((i) => value(c, 'whole', i)),
-            fmtRatio(s['torch:pytorch']),
-            fmtRatio(s['onnxruntime:pytorch']),
+            ...ours.map((e) => fmtRatio(s[`${e}:pytorch`])),
             faces,
             String(c.rounds),
             othersNote(c),
@@ -197,7 +207,7 @@ export function markdownReport(r: BenchReport): string {
 
   const idleRows = wholeRows.filter((c) => Object.values(c.results?.whole ?? {}).some((r) => r?.afterIdle));
   if (idleRows.length) {
-    const impls: Impl[] = ['torch', 'onnxruntime', 'pytorch'];
+    const impls: Impl[] = [...ours, 'pytorch'];
     const idle = (c: Cell, i: Impl) => c.results?.whole?.[i]?.afterIdle;
     const ratio = (c: Cell, i: Impl) => {
       const ours = idle(c, i);
@@ -211,11 +221,9 @@ export function markdownReport(r: BenchReport): string {
         [
           'model',
           'size',
-          'facedet, LibTorch',
-          'facedet, ONNX Runtime',
+          ...ours.map((e) => WHOLE[e]),
           'original-style PyTorch (baseline)',
-          'LibTorch ÷ PyTorch',
-          'ORT engine ÷ PyTorch',
+          ...ours.map((e) => `${SHORT[e]} ÷ PyTorch`),
         ],
         idleRows.map((c) => [
           cellLabel(c),
@@ -224,8 +232,7 @@ export function markdownReport(r: BenchReport): string {
             const r = idle(c, i);
             return r?.n ? `${fmtMs(r.median)} [${fmtMs(r.min)}–${fmtMs(r.max)}]` : '–';
           }),
-          ratio(c, 'torch'),
-          ratio(c, 'onnxruntime'),
+          ...ours.map((e) => ratio(c, e)),
         ]),
       ),
       '',
@@ -249,12 +256,7 @@ export function markdownReport(r: BenchReport): string {
       cellLabel(c),
       `${c.size}²`,
       String(c.batch),
-      ratio('engine', 'torch'),
-      ratio('engine', 'onnxruntime'),
-      ratio('engine', 'pytorch'),
-      ratio('whole', 'torch'),
-      ratio('whole', 'onnxruntime'),
-      ratio('whole', 'pytorch'),
+      ...(['engine', 'whole'] as const).flatMap((m) => [...ours, 'pytorch' as const].map((i) => ratio(m, i))),
     ]);
   }
   if (batchingRows.length) {
@@ -268,12 +270,9 @@ export function markdownReport(r: BenchReport): string {
           'model',
           'size',
           'batch',
-          'engine: LibTorch',
-          'engine: ORT',
-          'engine: PyTorch',
-          'whole: LibTorch',
-          'whole: ORT',
-          'whole: PyTorch',
+          ...['engine', 'whole'].flatMap((m) =>
+            [...ours.map((e) => SHORT[e]), 'PyTorch'].map((n) => `${m}: ${n}`),
+          ),
         ],
         batchingRows,
       ),

@@ -19,12 +19,15 @@ import { type CpuShare, type MachineFacts, cpuShare, cpuSnapshot, load1, machine
 import { PythonBaseline } from './python';
 import { type Summary, summarize } from './stats';
 
-export type Engine = 'torch' | 'onnxruntime';
+/** Our engines: LibTorch in fp32 and in bf16 (CPUs with AVX512-BF16 or AMX), ONNX Runtime in fp32. */
+export type Engine = 'torch' | 'torch-bf16' | 'onnxruntime';
+export const OUR_ENGINES: readonly Engine[] = ['torch', 'torch-bf16', 'onnxruntime'];
 export type Impl = Engine | 'ort-direct' | 'pytorch';
 export type Measure = 'engine' | 'whole';
 
 export const IMPL_LABELS: Record<Impl, string> = {
   torch: 'LibTorch addon',
+  'torch-bf16': 'LibTorch addon, bf16',
   onnxruntime: 'ONNX Runtime engine',
   'ort-direct': 'onnxruntime-node direct',
   pytorch: 'eager PyTorch',
@@ -162,7 +165,7 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
  * those two with a 30 ms pause, 123-129 ms on its own or with these pauses.
  */
 function settleMs(runner: { impl: Impl }): number {
-  if (runner.impl === 'pytorch' || runner.impl === 'torch') return 200;
+  if (runner.impl === 'pytorch' || runner.impl === 'torch' || runner.impl === 'torch-bf16') return 200;
   return runner.impl === 'ort-direct' ? 60 : 30;
 }
 
@@ -209,6 +212,7 @@ interface ModelContext {
   source: ModelSource;
   label: string;
   torch?: InferenceEngine;
+  'torch-bf16'?: InferenceEngine;
   onnxruntime?: InferenceEngine;
   ortSession?: { run(feeds: Record<string, unknown>): Promise<unknown>; release(): Promise<void> };
   ortTensor?: new (type: 'float32', data: Float32Array, dims: number[]) => unknown;
@@ -312,12 +316,12 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-bench-'));
 
   let libtorch: string | null = null;
-  if (options.engines.includes('torch')) {
+  if (options.engines.includes('torch') || options.engines.includes('torch-bf16')) {
     try {
       libtorch = loadBinding().build.torch;
     } catch (error) {
       notes.push(`LibTorch addon unavailable: ${(error as Error).message.split('\n')[0]}`);
-      options = { ...options, engines: options.engines.filter((e) => e !== 'torch') };
+      options = { ...options, engines: options.engines.filter((e) => e === 'onnxruntime') };
     }
   }
   const ortVersion = onnxRuntimeVersion() ?? null;
@@ -379,17 +383,18 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   };
 
   const loadEngines = async (m: ModelContext) => {
-    if (options.engines.includes('torch') && !m.torch && !m.errors.torch) {
+    for (const engine of ['torch', 'torch-bf16'] as const) {
+      if (!options.engines.includes(engine) || m[engine] || m.errors[engine]) continue;
       try {
-        m.torch = await NativeInferenceEngine.load({
+        m[engine] = await NativeInferenceEngine.load({
           modelPath: modelFile(m.source, 'torch', 'cpu', 'fp32'),
           backend: 'torch',
           device: 'cpu',
-          precision: 'fp32',
+          precision: engine === 'torch' ? 'fp32' : 'bf16',
           threads: options.threads,
         });
       } catch (error) {
-        m.errors.torch = (error as Error).message;
+        m.errors[engine] = (error as Error).message;
       }
     }
     if (options.engines.includes('onnxruntime') && !m.onnxruntime && !m.errors.onnxruntime) {
@@ -464,11 +469,12 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
           return { ms: performance.now() - t0 };
         };
         if (options.measures.includes('engine')) {
-          if (m.torch) {
-            const engine = m.torch;
+          for (const impl of ['torch', 'torch-bf16'] as const) {
+            const engine = m[impl];
+            if (!engine) continue;
             runners.push({
               measure: 'engine',
-              impl: 'torch',
+              impl,
               warmup: 2,
               run: () => time(() => engine.infer(tensor, shape)),
             });
@@ -508,15 +514,16 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
           }
         }
         if (options.measures.includes('whole')) {
-          for (const backend of options.engines) {
-            if (m.errors[backend]) continue;
-            const detectorKey = `${card.name}/${batch}/${backend}`;
+          for (const engine of options.engines) {
+            if (m.errors[engine]) continue;
+            const detectorKey = `${card.name}/${batch}/${engine}`;
             let detector = detectors.get(detectorKey);
             if (!detector) {
               try {
                 detector = await FaceDetector.create({
                   model: m.source.dir,
-                  backend,
+                  backend: engine === 'onnxruntime' ? 'onnxruntime' : 'torch',
+                  precision: engine === 'torch-bf16' ? 'bf16' : 'fp32',
                   threads: options.threads,
                   maxSize: 0,
                   maxBatchSize: batch,
@@ -527,14 +534,14 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
                 });
                 detectors.set(detectorKey, detector);
               } catch (error) {
-                m.errors[backend] = (error as Error).message;
+                m.errors[engine] = (error as Error).message;
                 continue;
               }
             }
             const d = detector;
             runners.push({
               measure: 'whole',
-              impl: backend,
+              impl: engine,
               warmup: 2,
               run: async () => {
                 const t0 = performance.now();
@@ -668,7 +675,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       for (const measure of options.measures) {
         const row = results[measure];
         if (!row) continue;
-        for (const ours of ['torch', 'onnxruntime'] as const) {
+        for (const ours of OUR_ENGINES) {
           for (const baseline of ['pytorch', 'ort-direct'] as const) {
             const a = row[ours];
             const b = row[baseline];
@@ -719,6 +726,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
 
   for (const m of models) {
     await m.torch?.dispose();
+    await m['torch-bf16']?.dispose();
     await m.onnxruntime?.dispose();
     await m.ortSession?.release();
     for (const [impl, message] of Object.entries(m.errors))
