@@ -32,12 +32,19 @@ struct LoadOptions {
   int maxBatch = 16;               // TensorRT optimisation profile
   int maxSize = 2048;              // TensorRT optimisation profile: largest H or W
   int float32Convolutions = 0;     // LibTorch fp16 on CUDA: the first N convolutions stay float32
+  // LibTorch on the CPU: when set, infer takes the decoded pixels (uint8 RGB, NHWC) and converts them
+  // itself to BGR minus this mean (B, G, R), so that JS need not pack a float tensor.
+  bool uint8Input = false;
+  std::array<float, 3> uint8Mean{};
 };
 
 // One batch of images, NCHW float32. Either one packed buffer of n*c*h*w floats, or n buffers of
-// c*h*w floats each. The memory belongs to JS and is kept alive by the caller until the batch is done.
+// c*h*w floats each; or, for a backend whose info().input is "uint8-nhwc", one packed buffer of
+// n*h*w*c bytes (`bytes`, RGB). The memory belongs to JS and is kept alive by the caller until the
+// batch is done.
 struct InferInput {
   std::vector<const float*> images;  // size 1 when packed, n otherwise
+  const uint8_t* bytes = nullptr;
   bool packed = true;
   int64_t n = 0, c = 0, h = 0, w = 0;
 };
@@ -66,7 +73,8 @@ struct BackendInfo {
   std::string device;
   std::string precision;
   int threads = 0;
-  std::string version;  // LibTorch or TensorRT version
+  std::string version;                 // LibTorch or TensorRT version
+  std::string input = "float32-nchw";  // what infer takes: "float32-nchw" or "uint8-nhwc"
 };
 
 class Backend {

@@ -104,6 +104,7 @@ Napi::Object backendInfoObject(Napi::Env env, const BackendInfo& info) {
   o.Set("precision", info.precision);
   o.Set("threads", info.threads);
   o.Set("version", info.version);
+  o.Set("input", info.input);
   return o;
 }
 
@@ -354,6 +355,18 @@ Napi::Value Engine::Load(const Napi::CallbackInfo& info) {
   options.maxBatch = optionalInt(env, o, "maxBatch", options.maxBatch, 1, static_cast<int>(kMaxBatch));
   options.maxSize = optionalInt(env, o, "maxSize", options.maxSize, 32, static_cast<int>(kMaxSide));
   options.float32Convolutions = optionalInt(env, o, "float32Convolutions", 0, 0, 1 << 20);
+  const Napi::Value mean = o.Get("uint8Mean");
+  if (!mean.IsUndefined()) {
+    const char* what = "Engine.load(options.uint8Mean): expected an array of 3 numbers between 0 and 255";
+    if (!mean.IsArray() || mean.As<Napi::Array>().Length() != 3) throw Napi::TypeError::New(env, what);
+    for (uint32_t i = 0; i < 3; ++i) {
+      const Napi::Value v = mean.As<Napi::Array>().Get(i);
+      const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+      if (!(x >= 0 && x <= 255)) throw Napi::TypeError::New(env, what);
+      options.uint8Mean[i] = static_cast<float>(x);
+    }
+    options.uint8Input = true;
+  }
   if (options.backend != "torch" && options.backend != "tensorrt") {
     throw Napi::RangeError::New(
         env, "Engine.load(options.backend): expected 'torch' or 'tensorrt', got '" + options.backend + "'");
@@ -376,7 +389,28 @@ Napi::Value Engine::Infer(const Napi::CallbackInfo& info) {
   if (disposed_) throw Napi::Error::New(env, "infer(): the engine is disposed");
   Napi::Value data = info[0];
   InferInput input;
-  if (isFloat32Array(data)) {
+  if (info_.input == "uint8-nhwc") {
+    // The decoded pixels, packed: [n, h, w, 3] bytes, with the shape given as [n, 3, h, w].
+    if (!data.IsTypedArray() || data.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+      throw Napi::TypeError::New(env, "infer(input): this engine takes a Uint8Array (RGB, NHWC), got " +
+                                          (info.Length() < 1 ? std::string("nothing") : typeName(data)));
+    }
+    auto dims = readShape(env, info[1], 4, "[n, 3, h, w] of positive integers");
+    input.n = dims[0], input.c = dims[1], input.h = dims[2], input.w = dims[3];
+    checkDims(env, input.n, input.c, input.h, input.w);
+    if (input.c != 3) throw Napi::RangeError::New(env, "infer(shape): a Uint8Array input has 3 channels");
+    auto array = data.As<Napi::Uint8Array>();
+    const size_t expected = static_cast<size_t>(input.n * input.c * input.h * input.w);
+    if (array.ArrayBuffer().IsDetached())
+      throw Napi::TypeError::New(env, "infer(input): the buffer is detached");
+    if (array.ElementLength() != expected) {
+      throw Napi::RangeError::New(env, "infer(input): length " + std::to_string(array.ElementLength()) +
+                                           " does not match shape " + shapeString(dims) + " (" +
+                                           std::to_string(expected) + " bytes)");
+    }
+    input.packed = true;
+    input.bytes = array.Data();
+  } else if (isFloat32Array(data)) {
     auto dims = readShape(env, info[1], 4, "[n, c, h, w] of positive integers");
     input.n = dims[0], input.c = dims[1], input.h = dims[2], input.w = dims[3];
     checkDims(env, input.n, input.c, input.h, input.w);

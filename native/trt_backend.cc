@@ -463,6 +463,7 @@ class TensorRtBackend : public Backend {
         float32Convs_(options.precision == "fp16" ? options.float32Convolutions : 0),
         maxBatch_(options.maxBatch),
         maxSide_(std::max(kMinSide, options.maxSize)) {
+    if (options.uint8Input) throw ArgumentError("uint8 input (uint8Mean) is for LibTorch on the CPU");
     if (precision_ != "fp32" && precision_ != "fp16") {
       throw ArgumentError("precision '" + precision_ +
                           "' is not available with backend 'tensorrt': use 'fp16' or 'fp32'");

@@ -149,7 +149,7 @@ const DEFAULTS = {
  * The backend when none is asked for. On CPU in fp32, ONNX Runtime when onnxruntime-node is installed
  * and the model has its ONNX file: it measured faster than LibTorch in every cell of `npm run bench`
  * (README, Performance). In int8 likewise with model.int8.onnx: the only int8 file for ResNet50, and for
- * MobileNet0.25 within the noise of LibTorch's model.int8.pt (scripts/int8_report.ts). Otherwise the
+ * MobileNet0.25 within the noise of LibTorch's model.int8.pt (scripts/precision_report.ts). Otherwise the
  * native LibTorch addon (CUDA, fp16, or no onnxruntime-node).
  */
 export function defaultBackend(
@@ -356,6 +356,8 @@ export class FaceDetector {
             ...(resolved.precision === 'fp16' && model.card.fp16
               ? { float32Convolutions: model.card.fp16.float32_convolutions }
               : {}),
+            // On the CPU LibTorch takes the decoded pixels and converts them itself (see the README).
+            ...(backend === 'torch' && cpu ? { uint8Mean: model.card.input.mean } : {}),
           });
     const detector = new FaceDetector(engine, model, resolved, options.onBatch);
     const bucket = cpu ? 32 : resolved.padMultiple;

@@ -59,6 +59,8 @@ export interface EngineLoadOptions {
   maxSize?: number;
   /** fp16 on CUDA (LibTorch): the first N convolutions stay float32; see NativeLoadOptions. */
   float32Convolutions?: number;
+  /** LibTorch on the CPU: take uint8 NHWC RGB input and subtract this mean (BGR); see NativeLoadOptions. */
+  uint8Mean?: [number, number, number];
 }
 
 const isPositiveInteger = (x: unknown): x is number => Number.isInteger(x) && (x as number) > 0;
@@ -89,7 +91,11 @@ export function validateBatchOf<T extends Float32Array | Uint8Array>(
 
 /** The native LibTorch (or TensorRT) engine. */
 export class NativeInferenceEngine implements InferenceEngine {
-  private constructor(private readonly native: NativeEngine) {}
+  private readonly uint8: boolean;
+
+  private constructor(private readonly native: NativeEngine) {
+    this.uint8 = native.info().input === 'uint8-nhwc';
+  }
 
   static async load(options: EngineLoadOptions): Promise<NativeInferenceEngine> {
     const callSite = new Error();
@@ -109,7 +115,8 @@ export class NativeInferenceEngine implements InferenceEngine {
     const callSite = new Error();
     if (this.native.disposed)
       throw withCallSite(new FacedetError('engine_disposed', 'the engine is disposed'), callSite);
-    validateBatch(input, shape);
+    if (this.uint8) validateBatchOf(Uint8Array, input, shape);
+    else validateBatch(input, shape);
     try {
       return await this.native.infer(input, shape);
     } catch (error) {

@@ -24,6 +24,11 @@ export interface NativeLoadOptions {
    * (the model card's `fp16.float32_convolutions`). Ignored otherwise.
    */
   float32Convolutions?: number;
+  /**
+   * LibTorch on the CPU: infer then takes the decoded pixels (Uint8Array, RGB, NHWC, with the shape
+   * still given as [n, 3, h, w]) and converts them to BGR minus this mean ([B, G, R]) itself.
+   */
+  uint8Mean?: [number, number, number];
 }
 
 export interface NativeEngineInfo {
@@ -32,6 +37,8 @@ export interface NativeEngineInfo {
   precision: string;
   threads: number;
   version: string;
+  /** What infer takes: 'float32-nchw', or 'uint8-nhwc' when loaded with uint8Mean. */
+  input: 'float32-nchw' | 'uint8-nhwc';
 }
 
 /** Raw RetinaFace outputs for a batch of n images with A anchors each. */
@@ -53,8 +60,11 @@ export interface RawOutputs {
 }
 
 export interface NativeEngine {
-  /** One packed NCHW batch, or one CHW array per image (shape [c, h, w]). Runs on a worker thread. */
-  infer(input: Float32Array, shape: [number, number, number, number]): Promise<RawOutputs>;
+  /**
+   * One packed NCHW batch (or NHWC bytes, see uint8Mean), or one CHW array per image (shape [c, h, w]).
+   * Runs on a worker thread.
+   */
+  infer(input: Float32Array | Uint8Array, shape: [number, number, number, number]): Promise<RawOutputs>;
   infer(input: Float32Array[], shape: [number, number, number]): Promise<RawOutputs>;
   /** Resolves once every batch in flight has finished and the model is released. */
   dispose(): Promise<void>;

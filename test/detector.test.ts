@@ -338,7 +338,7 @@ const createCases: [string, unknown, string][] = [
   [
     'unknown precision',
     { precision: 'fp64' },
-    'Expected one of fp32, fp16, int8 for precision but received fp64 of type string',
+    'Expected one of fp32, fp16, bf16, int8 for precision but received fp64 of type string',
   ],
   [
     'threads 0',

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readModel } from '../src/model';
+import { type DecodedImage, packBatch } from '../src/preprocess';
 import { loadBinding, type NativeEngine } from '../src/native';
 import { rejects } from './helpers/assert';
 import { eventLoopTurnsDuring } from './helpers/event-loop';
@@ -47,6 +48,53 @@ equivalence('an array of CHW images gives the same outputs as the packed batch',
   }
   await engine.dispose();
 });
+
+// uint8 input (what the detector uses on the CPU): the addon converts the decoded RGB pixels itself, and
+// must compute exactly what packBatch computes in JS from the same pixels.
+equivalence(
+  'uint8 RGB NHWC input gives the outputs of the float tensor packBatch makes from it',
+  async () => {
+    const mean = card.input.mean;
+    const [n, h, w] = [2, 96, 128];
+    const pixels = new Uint8Array(n * h * w * 3);
+    let seed = 3;
+    for (let i = 0; i < pixels.length; i++) {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      pixels[i] = seed >>> 24;
+    }
+    const images: DecodedImage[] = Array.from({ length: n }, (_, i) => ({
+      data: Buffer.from(pixels.subarray(i * h * w * 3, (i + 1) * h * w * 3)),
+      width: w,
+      height: h,
+      originalWidth: w,
+      originalHeight: h,
+    }));
+    const { tensor, shape } = packBatch(images, { mean, padMultiple: 32 });
+    const float = await binding.Engine.load({ modelPath: cpuModel, threads: 2 });
+    const bytes = await binding.Engine.load({ modelPath: cpuModel, threads: 2, uint8Mean: mean });
+    assert.is(float.info().input, 'float32-nchw');
+    assert.is(bytes.info().input, 'uint8-nhwc');
+    const want = await float.infer(tensor, shape);
+    const got = await bytes.infer(pixels, [n, 3, h, w]);
+    for (const key of ['loc', 'conf', 'landmarks'] as const) {
+      assert.equal(got.shapes[key], want.shapes[key], key);
+      assert.ok(maxAbsDiff(got[key], want[key]) <= 1e-5, `${key}: ${maxAbsDiff(got[key], want[key])}`);
+    }
+    assert.throws(
+      () => bytes.infer(tensor, shape),
+      (e: Error) =>
+        e instanceof TypeError &&
+        /^infer\(input\): this engine takes a Uint8Array \(RGB, NHWC\), got Float32Array$/.test(e.message),
+    );
+    assert.throws(
+      () => bytes.infer(pixels.subarray(1), [n, 3, h, w]),
+      (e: Error) =>
+        e instanceof RangeError &&
+        /^infer\(input\): length 73727 does not match shape \[2,3,96,128\] \(73728 bytes\)$/.test(e.message),
+    );
+    await Promise.all([float.dispose(), bytes.dispose()]);
+  },
+);
 
 equivalence.run();
 
@@ -103,6 +151,12 @@ const loadCases: [string, unknown, RegExp, new (...args: never[]) => Error][] = 
     RangeError,
   ],
   [
+    'uint8Mean is not three bytes',
+    { modelPath: cpuModel, uint8Mean: [104, 117] },
+    /^Engine\.load\(options\.uint8Mean\): expected an array of 3 numbers between 0 and 255$/,
+    TypeError,
+  ],
+  [
     'unknown backend',
     { modelPath: cpuModel, backend: 'onnx' },
     /options\.backend\): expected 'torch' or 'tensorrt', got 'onnx'$/,
@@ -153,7 +207,7 @@ const asyncLoadCases: [string, LoadArgs, RegExp, new (...args: never[]) => Error
   [
     'an unknown precision',
     { modelPath: cpuModel, precision: 'fp8' as 'fp16' },
-    /^precision 'fp8' is not 'fp32', 'fp16' or 'int8'$/,
+    /^precision 'fp8' is not 'fp32', 'fp16', 'bf16' or 'int8'$/,
     RangeError,
   ],
 ];

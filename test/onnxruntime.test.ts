@@ -199,6 +199,9 @@ detections('on the seed images and dlib fixtures: every face >= 0.5 matched at I
   ]);
   assert.is(ort.info().engine.backend, 'onnxruntime');
   assert.is(ort.info().options.backend, 'onnxruntime');
+  // Both take the decoded pixels: model.u8.onnx converts them in its graph, the addon in LibTorch ops.
+  assert.is(ort.info().engine.input, 'uint8-nhwc');
+  assert.is(torch.info().engine.input, 'uint8-nhwc');
   const files = [
     ...fs.readdirSync(path.join(FIXTURES, 'seed-images')).map((f) => path.join(FIXTURES, 'seed-images', f)),
     ...fs
