@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
-// The int8 (quantised CPU) measurement behind the README's int8 paragraph: engine-only speed of each
-// runtime's int8 file against its fp32 one (LibTorch model.int8.pt / model.pt, ONNX Runtime
-// model.int8.onnx / model.onnx), interleaved in one process, and WIDER FACE AP of the whole detector
-// with precision 'int8' (each int8 engine) against 'fp32' on the fixtures.
+// The reduced-precision CPU measurement behind the README's int8 and bf16 paragraphs: engine-only speed
+// of each runtime's int8 file against its fp32 one (LibTorch model.int8.pt / model.pt, ONNX Runtime
+// model.int8.onnx / model.onnx) and of LibTorch in bf16 (model.pt, on CPUs that compute in bf16),
+// interleaved in one process, and WIDER FACE AP of the whole detector with precision 'int8' (each int8
+// engine) and 'bf16' against 'fp32' on the fixtures.
 //
-//   npx tsx scripts/int8_report.ts [--speed] [--ap] [--models DIR,DIR] [--sizes 512,1024] [--readme README.md]
+//   npx tsx scripts/precision_report.ts [--speed] [--ap] [--models DIR,DIR] [--sizes 512,1024] [--readme README.md]
 //                                  [--reps 7] [--iterations 5] [--threads 2] [--json FILE]
 //                                  [--extra FILE]...
 //
@@ -17,6 +18,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { cpuHasBf16 } from '../src/cpu';
 import { FaceDetector, type FaceDetectorOptions } from '../src/detector';
 import { type InferenceEngine, NativeInferenceEngine, type Shape4 } from '../src/engine';
 import { OnnxRuntimeEngine, onnxRuntimeVersion } from '../src/engines/onnxruntime';
@@ -105,11 +107,8 @@ interface SpeedRow {
 async function speed(modelDir: string): Promise<SpeedRow[]> {
   const model = readModel(modelDir);
   const files = model.card.files;
-  if (!files.torchscript_int8 && !files.onnx_int8) {
-    throw new Error(`${model.dir} has no int8 file: export it with --int8`);
-  }
   const engines: Timed[] = [];
-  const load = async (file: string, precision: 'fp32' | 'int8') =>
+  const load = async (file: string, precision: 'fp32' | 'bf16' | 'int8') =>
     NativeInferenceEngine.load({
       modelPath: path.join(model.dir, file),
       backend: 'torch',
@@ -118,6 +117,7 @@ async function speed(modelDir: string): Promise<SpeedRow[]> {
       threads,
     });
   engines.push(torchEngine('torch fp32 model.pt', await load(files.torchscript, 'fp32')));
+  if (cpuHasBf16()) engines.push(torchEngine('torch bf16 model.pt', await load(files.torchscript, 'bf16')));
   if (files.torchscript_int8) {
     engines.push(torchEngine('torch int8 model.int8.pt', await load(files.torchscript_int8, 'int8')));
   }
@@ -176,10 +176,10 @@ async function speed(modelDir: string): Promise<SpeedRow[]> {
 interface ApRow {
   set: string;
   images: number;
-  /** The int8 engine: 'torch' (model.int8.pt) or 'onnxruntime' (model.int8.onnx). */
-  backend: 'torch' | 'onnxruntime';
+  /** The reduced-precision engine and its file, e.g. 'onnxruntime int8 model.int8.onnx'. */
+  engine: string;
   fp32: Record<Subset, number>;
-  int8: Record<Subset, number>;
+  reduced: Record<Subset, number>;
 }
 
 function subsetOf(gt: GroundTruth, name: string, keep: (index: number) => boolean): GroundTruth {
@@ -199,8 +199,12 @@ async function ap(modelDir: string): Promise<ApRow[]> {
   }
   const { files } = readModel(modelDir).card;
   const runs: [string, FaceDetectorOptions][] = [['fp32', { precision: 'fp32' }]];
-  if (files.torchscript_int8) runs.push(['torch', { precision: 'int8', backend: 'torch' }]);
-  if (files.onnx_int8) runs.push(['onnxruntime', { precision: 'int8', backend: 'onnxruntime' }]);
+  if (files.torchscript_int8)
+    runs.push(['torch int8 model.int8.pt', { precision: 'int8', backend: 'torch' }]);
+  if (files.onnx_int8) {
+    runs.push(['onnxruntime int8 model.int8.onnx', { precision: 'int8', backend: 'onnxruntime' }]);
+  }
+  if (cpuHasBf16()) runs.push(['torch bf16 model.pt', { precision: 'bf16', backend: 'torch' }]);
   const results = new Map<string, Record<string, Record<Subset, number>>>();
   for (const [key, options] of runs) {
     const detector = await FaceDetector.create({ model: modelDir, ...options, threads, warmup: [] });
@@ -223,13 +227,13 @@ async function ap(modelDir: string): Promise<ApRow[]> {
       await detector.dispose();
     }
   }
-  return runs.slice(1).flatMap(([backend]) =>
+  return runs.slice(1).flatMap(([engine]) =>
     sets.map(([name, gt]) => ({
       set: name,
       images: gt.images.length,
-      backend: backend as ApRow['backend'],
+      engine,
       fp32: results.get(name)!.fp32!,
-      int8: results.get(name)![backend]!,
+      reduced: results.get(name)![engine]!,
     })),
   );
 }
@@ -253,19 +257,23 @@ async function main(): Promise<void> {
     for (const dir of modelDirs) rows.push(...(await speed(dir)));
     report.speed = rows;
     out(`\n**Engine only, batch 1, ${threads} threads, median of ${reps}x${iterations} (ms)**\n`);
-    out('| model | size | engine | median ms | min–max | int8 speed-up (fp32 of the same runtime ÷ int8) |');
-    out('|---|---|---|---|---|---|');
+    out(
+      '| model | size | engine | median ms | min–max | speed-up (fp32 of the same runtime ÷ this) | ' +
+        'speed-up (fastest fp32 ÷ this) |',
+    );
+    out('|---|---|---|---|---|---|---|');
     for (const row of rows) {
       const runtime = row.engine.split(' ')[0]!;
-      const fp32 = row.engine.includes(' int8 ')
-        ? rows.find(
-            (r) => r.model === row.model && r.size === row.size && r.engine.startsWith(`${runtime} fp32`),
-          )
-        : undefined;
-      const ratio = fp32 ? `${(fp32.medianMs / row.medianMs).toFixed(2)}×` : '';
+      const peers = rows.filter(
+        (r) => r.model === row.model && r.size === row.size && r.engine.includes(' fp32 '),
+      );
+      const reduced = !row.engine.includes(' fp32 ');
+      const own = reduced ? peers.find((r) => r.engine.startsWith(`${runtime} fp32`)) : undefined;
+      const fastest = reduced ? Math.min(...peers.map((r) => r.medianMs)) : undefined;
+      const ratio = (ms: number | undefined) => (ms ? `${(ms / row.medianMs).toFixed(2)}×` : '');
       out(
         `| ${row.model} | ${row.size}² | ${row.engine} | ${row.medianMs.toFixed(1)} | ` +
-          `${row.minMs.toFixed(1)}–${row.maxMs.toFixed(1)} | ${ratio} |`,
+          `${row.minMs.toFixed(1)}–${row.maxMs.toFixed(1)} | ${ratio(own?.medianMs)} | ${ratio(fastest)} |`,
       );
     }
   }
@@ -276,21 +284,23 @@ async function main(): Promise<void> {
       for (const row of await ap(dir)) rows.push({ model: readModel(dir).card.name, ...row });
     report.ap = rows;
     const pct = (v: number) => (v * 100).toFixed(2);
-    out('\n**WIDER FACE AP (%), maxSize original, threshold 0.02: fp32 / int8 (int8 − fp32, points)**\n');
-    out('| model | int8 engine | fixture set | images | easy | medium | hard |');
+    out(
+      '\n**WIDER FACE AP (%), maxSize original, threshold 0.02: fp32 / reduced precision ' +
+        '(reduced − fp32, points)**\n',
+    );
+    out('| model | reduced-precision engine | fixture set | images | easy | medium | hard |');
     out('|---|---|---|---|---|---|---|');
     for (const row of rows) {
       const cells = SUBSETS.map(
         (s) =>
-          `${pct(row.fp32[s])} / ${pct(row.int8[s])} (${row.int8[s] >= row.fp32[s] ? '+' : ''}` +
-          `${((row.int8[s] - row.fp32[s]) * 100).toFixed(2)})`,
+          `${pct(row.fp32[s])} / ${pct(row.reduced[s])} (${row.reduced[s] >= row.fp32[s] ? '+' : ''}` +
+          `${((row.reduced[s] - row.fp32[s]) * 100).toFixed(2)})`,
       );
-      const engine = row.backend === 'torch' ? 'torch model.int8.pt' : 'onnxruntime model.int8.onnx';
-      out(`| ${row.model} | ${engine} | ${row.set} | ${row.images} | ${cells.join(' | ')} |`);
+      out(`| ${row.model} | ${row.engine} | ${row.set} | ${row.images} | ${cells.join(' | ')} |`);
     }
   }
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(report, null, 1) + '\n');
-  if (values.readme) replaceReadmeSection(values.readme, 'int8', lines.join('\n'));
+  if (values.readme) replaceReadmeSection(values.readme, 'precision', lines.join('\n'));
 }
 
 main().catch((error: unknown) => {
