@@ -4,7 +4,7 @@ Used by export_model.py --int8 to write model.int8.pt. Debian's torch 1.13 has t
 `qnnpack` quantised engines (no fbgemm); the native addon selects oneDNN before loading the file
 (native/torch_backend.cc), as export does here.
 
-Recipe (each step measured with scripts/int8_report.ts, WIDER AP on the fixtures, int8 - fp32):
+Recipe (each step measured with scripts/precision_report.ts, WIDER AP on the fixtures, int8 - fp32):
   * FX graph mode (prepare_fx / convert_fx) with the default oneDNN qconfig mapping: HistogramObserver
     activations (quint8, full range), per-channel symmetric qint8 weights. Fully quantised and without
     the steps below, MinMax observers lose 8 to 15 AP points on wider-val-416, histograms 4 to 6.

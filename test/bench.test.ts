@@ -74,6 +74,7 @@ units('bench:load says where the time outside the network goes at concurrency 1'
     settings: {
       model: requireModel(MOBILENET_DIR),
       backend: 'onnxruntime',
+      precision: 'fp32',
       threads: 2,
       maxSize: 1080,
       durationS: 15,

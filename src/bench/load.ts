@@ -22,6 +22,8 @@ import { fmtMs, summarize } from './stats';
 export interface LoadOptions {
   model: string;
   backend: 'torch' | 'onnxruntime';
+  /** 'bf16' with backend torch (CPUs with AVX512-BF16 or AMX). */
+  precision: 'fp32' | 'bf16';
   threads: number;
   concurrency: number[];
   durationS: number;
@@ -96,6 +98,8 @@ async function startServer(options: LoadOptions): Promise<Server> {
     options.model,
     '--backend',
     options.backend,
+    '--precision',
+    options.precision,
     '--threads',
     String(options.threads),
     '--max-size',
@@ -160,7 +164,7 @@ async function engineOnly(
           modelPath,
           backend: 'torch',
           device: 'cpu',
-          precision: 'fp32',
+          precision: options.precision,
           threads: options.threads,
         });
   const times: number[] = [];
@@ -261,6 +265,7 @@ export async function runLoad(options: LoadOptions) {
     settings: {
       model: options.model,
       backend: options.backend,
+      precision: options.precision,
       threads: options.threads,
       maxSize: options.maxSize,
       durationS: options.durationS,
@@ -278,13 +283,17 @@ function otherCpu(r: LoadRow): string {
     : r.others.others.toFixed(2);
 }
 
+/** ", bf16" beside the backend; nothing for fp32 (and for reports older than the setting). */
+const precisionNote = (precision: string | undefined) =>
+  precision && precision !== 'fp32' ? `, ${precision}` : '';
+
 export function loadMarkdown(report: Awaited<ReturnType<typeof runLoad>>): string {
   const m = report.machine;
   const s = report.settings;
   const lines = [
-    `**facedet serve under load, backend ${s.backend}** — ${report.date.slice(0, 16).replace('T', ' ')} UTC`,
+    `**facedet serve under load, backend ${s.backend}${precisionNote(s.precision)}** — ${report.date.slice(0, 16).replace('T', ' ')} UTC`,
     '',
-    `**Machine:** ${m.cpu} (${m.cpus} CPUs), Node ${m.node}. **Server:** ${path.basename(s.model)}${readModel(s.model).card.synthetic ? ' (SYNTHETIC weights: no faces)' : ''}, backend ${s.backend}, ` +
+    `**Machine:** ${m.cpu} (${m.cpus} CPUs), Node ${m.node}. **Server:** ${path.basename(s.model)}${readModel(s.model).card.synthetic ? ' (SYNTHETIC weights: no faces)' : ''}, backend ${s.backend}${precisionNote(s.precision)}, ` +
       `${s.threads} threads, max size ${s.maxSize}, rate limit off, 127.0.0.1. **Image:** ${s.image}. ${s.durationS} s per row.`,
     '',
     `Engine alone on that image (${report.engineOnly.shape.join('×')}): ${fmtMs(report.engineOnly.ms.median)} ms ` +
@@ -338,6 +347,7 @@ async function main(argv: string[]): Promise<number> {
     options: {
       model: { type: 'string' },
       backend: { type: 'string' },
+      precision: { type: 'string' },
       threads: { type: 'string' },
       concurrency: { type: 'string' },
       duration: { type: 'string' },
@@ -354,7 +364,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(
       'Usage: npm run bench:load -- [--model DIR] [--threads N] [--concurrency 1,4,8] [--duration S]\n' +
         '                            [--warmup S] [--max-size N] [--image FILE] [--json] [--out FILE]\n' +
-        '                            [--backend torch|onnxruntime] [--readme FILE]\n',
+        '                            [--backend torch|onnxruntime] [--precision fp32|bf16] [--readme FILE]\n',
     );
     return 0;
   }
@@ -362,9 +372,15 @@ async function main(argv: string[]): Promise<number> {
     (onnxRuntimeVersion() ? 'onnxruntime' : 'torch')) as LoadOptions['backend'];
   if (backend !== 'torch' && backend !== 'onnxruntime')
     throw new Error(`--backend: unknown backend '${backend}'`);
+  const precision = (values.precision ?? 'fp32') as LoadOptions['precision'];
+  if (precision !== 'fp32' && precision !== 'bf16') {
+    throw new Error(`--precision: expected fp32 or bf16, got '${precision}'`);
+  }
+  if (precision === 'bf16' && backend !== 'torch') throw new Error('--precision bf16 needs --backend torch');
   const options: LoadOptions = {
     model: path.resolve(values.model ?? defaultModelDir()),
     backend,
+    precision,
     threads: Number(values.threads ?? os.availableParallelism()),
     concurrency: (values.concurrency ?? '1,4,8').split(',').map(Number),
     durationS: Number(values.duration ?? 15),
@@ -380,7 +396,8 @@ async function main(argv: string[]): Promise<number> {
   fs.writeFileSync(file, JSON.stringify(report, null, 1) + '\n');
   if (values.readme) {
     const { backbone } = readModel(options.model).card;
-    replaceReadmeSection(values.readme, `load-${backbone}-${backend}`, loadMarkdown(report));
+    const key = `load-${backbone}-${backend}${precision === 'fp32' ? '' : `-${precision}`}`;
+    replaceReadmeSection(values.readme, key, loadMarkdown(report));
   }
   if (values.json) process.stdout.write(JSON.stringify(report, null, 1) + '\n');
   else process.stdout.write(loadMarkdown(report) + `\n\nJSON: ${path.relative(process.cwd(), file)}\n`);
