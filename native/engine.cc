@@ -384,6 +384,25 @@ Napi::Value Engine::Load(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// A packed batch: its shape [n, c, h, w] (from `shape`) into `input`, the array's length checked against it.
+template <typename T>
+const T* readPacked(Napi::Env env, const Napi::TypedArrayOf<T>& array, const Napi::Value& shape,
+                    const char* unit, InferInput& input) {
+  auto dims = readShape(env, shape, 4, "[n, c, h, w] of positive integers");
+  input.n = dims[0], input.c = dims[1], input.h = dims[2], input.w = dims[3];
+  checkDims(env, input.n, input.c, input.h, input.w);
+  const size_t expected = static_cast<size_t>(input.n * input.c * input.h * input.w);
+  if (array.ArrayBuffer().IsDetached())
+    throw Napi::TypeError::New(env, "infer(input): the buffer is detached");
+  if (array.ElementLength() != expected) {
+    throw Napi::RangeError::New(env, "infer(input): length " + std::to_string(array.ElementLength()) +
+                                         " does not match shape " + shapeString(dims) + " (" +
+                                         std::to_string(expected) + " " + unit + ")");
+  }
+  input.packed = true;
+  return array.Data();
+}
+
 Napi::Value Engine::Infer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (disposed_) throw Napi::Error::New(env, "infer(): the engine is disposed");
@@ -395,36 +414,10 @@ Napi::Value Engine::Infer(const Napi::CallbackInfo& info) {
       throw Napi::TypeError::New(env, "infer(input): this engine takes a Uint8Array (RGB, NHWC), got " +
                                           (info.Length() < 1 ? std::string("nothing") : typeName(data)));
     }
-    auto dims = readShape(env, info[1], 4, "[n, 3, h, w] of positive integers");
-    input.n = dims[0], input.c = dims[1], input.h = dims[2], input.w = dims[3];
-    checkDims(env, input.n, input.c, input.h, input.w);
+    input.bytes = readPacked(env, data.As<Napi::Uint8Array>(), info[1], "bytes", input);
     if (input.c != 3) throw Napi::RangeError::New(env, "infer(shape): a Uint8Array input has 3 channels");
-    auto array = data.As<Napi::Uint8Array>();
-    const size_t expected = static_cast<size_t>(input.n * input.c * input.h * input.w);
-    if (array.ArrayBuffer().IsDetached())
-      throw Napi::TypeError::New(env, "infer(input): the buffer is detached");
-    if (array.ElementLength() != expected) {
-      throw Napi::RangeError::New(env, "infer(input): length " + std::to_string(array.ElementLength()) +
-                                           " does not match shape " + shapeString(dims) + " (" +
-                                           std::to_string(expected) + " bytes)");
-    }
-    input.packed = true;
-    input.bytes = array.Data();
   } else if (isFloat32Array(data)) {
-    auto dims = readShape(env, info[1], 4, "[n, c, h, w] of positive integers");
-    input.n = dims[0], input.c = dims[1], input.h = dims[2], input.w = dims[3];
-    checkDims(env, input.n, input.c, input.h, input.w);
-    auto array = data.As<Napi::Float32Array>();
-    const size_t expected = static_cast<size_t>(input.n * input.c * input.h * input.w);
-    if (array.ArrayBuffer().IsDetached())
-      throw Napi::TypeError::New(env, "infer(input): the buffer is detached");
-    if (array.ElementLength() != expected) {
-      throw Napi::RangeError::New(env, "infer(input): length " + std::to_string(array.ElementLength()) +
-                                           " does not match shape " + shapeString(dims) + " (" +
-                                           std::to_string(expected) + " floats)");
-    }
-    input.packed = true;
-    input.images.push_back(array.Data());
+    input.images.push_back(readPacked(env, data.As<Napi::Float32Array>(), info[1], "floats", input));
   } else if (data.IsArray()) {
     auto list = data.As<Napi::Array>();
     if (list.Length() == 0) throw Napi::RangeError::New(env, "infer(input): the batch is empty");

@@ -12,7 +12,14 @@ import { cpuHasBf16 } from '../src/cpu';
 import { NativeInferenceEngine, type Shape4 } from '../src/engine';
 import { rejects } from './helpers/assert';
 import { iou, matchFaces, toRef } from './helpers/faces';
-import { FIXTURES, MOBILENET_DIR, RESNET50_SYNTHETIC_DIR, rawReference, requireModel } from './helpers/model';
+import {
+  FIXTURES,
+  MOBILENET_DIR,
+  RESNET50_SYNTHETIC_DIR,
+  imageLikeInput,
+  rawReference,
+  requireModel,
+} from './helpers/model';
 
 const modelDir = requireModel(MOBILENET_DIR);
 const resnetDir = requireModel(RESNET50_SYNTHETIC_DIR);
@@ -27,17 +34,6 @@ function diffs(a: Float32Array, b: Float32Array): { mean: number; max: number } 
     max = Math.max(max, d);
   }
   return { mean: sum / a.length, max };
-}
-
-/** A deterministic image-like input (BGR minus mean, about -117..138). */
-function pattern(shape: Shape4): Float32Array {
-  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-  let seed = 11;
-  for (let i = 0; i < data.length; i++) {
-    seed = (seed * 1103515245 + 12345) >>> 0;
-    data[i] = (seed >>> 24) - 117;
-  }
-  return data;
 }
 
 const load = (dir: string, precision: 'fp32' | 'bf16') =>
@@ -93,7 +89,7 @@ if (cpuHasBf16()) {
         [1, 3, 33, 47],
         [3, 3, 96, 160],
       ] as Shape4[]) {
-        const input = pattern(shape);
+        const input = imageLikeInput(shape, 11);
         const got = await bf16.infer(input, shape);
         const want = await fp32.infer(input, shape);
         assert.equal(got.shapes, want.shapes, `output shapes at ${shape.join('x')}`);
@@ -110,7 +106,7 @@ if (cpuHasBf16()) {
       const [r16, r32] = await Promise.all([load(resnetDir, 'bf16'), load(resnetDir, 'fp32')]);
       try {
         const shape: Shape4 = [2, 3, 160, 224];
-        const input = pattern(shape);
+        const input = imageLikeInput(shape, 11);
         const got = await r16.infer(input, shape);
         const want = await r32.infer(input, shape);
         assert.equal(got.shapes, want.shapes);

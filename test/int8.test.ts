@@ -14,7 +14,14 @@ import { OnnxRuntimeEngine } from '../src/engines/onnxruntime';
 import { loadBinding } from '../src/native';
 import { rejects } from './helpers/assert';
 import { matchFaces, toRef } from './helpers/faces';
-import { FIXTURES, MOBILENET_DIR, RESNET50_SYNTHETIC_DIR, rawReference, requireModel } from './helpers/model';
+import {
+  FIXTURES,
+  MOBILENET_DIR,
+  RESNET50_SYNTHETIC_DIR,
+  imageLikeInput,
+  rawReference,
+  requireModel,
+} from './helpers/model';
 
 interface Card {
   files: Record<string, string | null | undefined>;
@@ -49,17 +56,6 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   return m;
 }
 
-/** A deterministic image-like input (BGR minus mean, about -117..138). */
-function pattern(shape: Shape4): Float32Array {
-  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-  let seed = 7;
-  for (let i = 0; i < data.length; i++) {
-    seed = (seed * 1103515245 + 12345) >>> 0;
-    data[i] = (seed >>> 24) - 117;
-  }
-  return data;
-}
-
 /**
  * `engine`'s outputs on the exporter's reference input against PyTorch float. Bounds: export measures
  * mean |conf diff| ~0.001 and max ~0.13 on this input (two 320x256 crops of a group photo) for both int8
@@ -83,7 +79,7 @@ async function assertCloseToFloat(engine: InferenceEngine): Promise<void> {
 /** The int8 engine on `shapes`, one after the other: fp32's anchors, finite and close scores. */
 async function assertShapesLikeFp32(int8: InferenceEngine, fp32: InferenceEngine, shapes: Shape4[]) {
   for (const shape of shapes) {
-    const input = pattern(shape);
+    const input = imageLikeInput(shape);
     const got = await int8.infer(input, shape);
     const want = await fp32.infer(input, shape);
     assert.equal(got.shapes, want.shapes, `output shapes at ${shape.join('x')}`);
@@ -260,7 +256,7 @@ ort(
     const fp32 = await OnnxRuntimeEngine.load({ modelPath: path.join(resnetDir, files.onnx!), threads: 2 });
     try {
       const shape: Shape4 = [2, 3, 160, 224];
-      const input = pattern(shape);
+      const input = imageLikeInput(shape);
       const got = await int8.infer(input, shape);
       const want = await fp32.infer(input, shape);
       assert.equal(got.shapes, want.shapes);

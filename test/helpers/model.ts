@@ -49,3 +49,14 @@ export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
   return m;
 }
+
+/** A deterministic image-like network input of `shape` (BGR minus mean: integers in -117..138). */
+export function imageLikeInput(shape: readonly number[], seed = 7): Float32Array {
+  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  let state = seed;
+  for (let i = 0; i < data.length; i++) {
+    state = (state * 1103515245 + 12345) >>> 0;
+    data[i] = (state >>> 24) - 117;
+  }
+  return data;
+}
