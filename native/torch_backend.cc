@@ -133,7 +133,7 @@ class TorchBackend : public Backend {
       // bf16 on the CPU: the float32 graph, folded at full precision above, with its weights rounded to
       // bfloat16 (oneDNN's bf16 convolutions), but for the first convolution, which stays float32: it reads
       // the raw pixel values (BGR minus mean), and with its weights rounded to bf16 MobileNet0.25 lost
-      // 0.8-1.6 AP points on wider-val (6 images at up to 1024 px), within 0.5 with it float32 (so did the
+      // 0.7-1.6 AP points on wider-val (6 images at up to 1024 px), within 0.5 with it float32 (so did the
       // whole first stage float32, as fp16 on CUDA keeps it: no better). Outputs return as float32.
       if (precision_ == "bf16")
         setPrecision(module_.get_method("forward").graph(), torch::kBFloat16, float32Convs_);
@@ -313,11 +313,9 @@ class TorchBackend : public Backend {
                               : hostBatch(input, false);
     // Channels-last input lets oneDNN run its fast NHWC convolutions on the frozen graph: measured
     // 2-4x faster for MobileNet0.25 and 1.2-1.3x for ResNet50 than NCHW (int8 models convert themselves).
-    if (precision_ == "fp32") batch = batch.contiguous(torch::MemoryFormat::ChannelsLast);
-    if (precision_ == "bf16") {
-      batch = (float32Convs_ > 0 ? batch : batch.to(torch::kBFloat16))
-                  .contiguous(torch::MemoryFormat::ChannelsLast);
-    }
+    // In bf16 too the input stays float32: the first convolution does (setPrecision casts after it).
+    if (precision_ == "fp32" || precision_ == "bf16")
+      batch = batch.contiguous(torch::MemoryFormat::ChannelsLast);
     return unpack(module_.forward({batch}));
   }
 
