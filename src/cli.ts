@@ -95,7 +95,8 @@ const detectCommand: Command = {
   summary: 'detect faces in image files and print {"result": [...]} as JSON',
   usage:
     'facedet detect [--model DIR] [--max-size N] [--threshold T] [--nms-iou T] [--no-clip]\n' +
-    '               [--device cpu|cuda] [--backend torch|onnxruntime|tensorrt] [--threads N] [--pretty] FILE...',
+    '               [--device cpu|cuda] [--backend torch|onnxruntime|tensorrt] [--precision fp32|fp16|bf16|int8]\n' +
+    '               [--threads N] [--pretty] FILE...',
   options: {
     model: { type: 'string' },
     'max-size': { type: 'string' },
@@ -104,6 +105,7 @@ const detectCommand: Command = {
     'no-clip': { type: 'boolean' },
     device: { type: 'string' },
     backend: { type: 'string' },
+    precision: { type: 'string' },
     threads: { type: 'string' },
     pretty: { type: 'boolean' },
   },
@@ -115,6 +117,9 @@ const detectCommand: Command = {
       ...(values.model ? { model: String(values.model) } : {}),
       ...(values.device ? { device: String(values.device) } : {}),
       ...(values.backend ? { backend: String(values.backend) as FaceDetectorOptions['backend'] } : {}),
+      ...(values.precision
+        ? { precision: String(values.precision) as FaceDetectorOptions['precision'] }
+        : {}),
       ...(threads !== undefined ? { threads } : {}),
       ...(maxSize !== undefined ? { maxSize } : {}),
       warmup: [],

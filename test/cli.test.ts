@@ -6,6 +6,7 @@ import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { FaceDetector, type ImageResult } from '../src';
+import { cpuHasBf16 } from '../src/cpu';
 import { FIXTURES, MOBILENET_DIR, requireModel } from './helpers/model';
 
 const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
@@ -66,6 +67,23 @@ detect('--backend picks the engine; torch and onnxruntime find the same faces', 
   assert.is(bogus.status, 1);
   assert.match(bogus.stderr, /Expected one of torch, tensorrt, onnxruntime for backend but received tflite/);
 });
+
+detect(
+  '--precision is passed on: bf16 where the CPU computes in it (the same 10 faces), refused elsewhere',
+  () => {
+    const run = facedet(['detect', '--model', modelDir, '--precision', 'bf16', seed('diverse_group.jpg')]);
+    if (cpuHasBf16()) {
+      assert.is(run.status, 0, run.stderr);
+      assert.is((JSON.parse(run.stdout).result[0] as ImageResult).faces_count, 10);
+    } else {
+      assert.is(run.status, 1);
+      assert.match(run.stderr, /precision 'bf16' needs a CPU with AVX512-BF16 or AMX-BF16 instructions/);
+    }
+    const bogus = facedet(['detect', '--model', modelDir, '--precision', 'fp64', seed('mask.jpg')]);
+    assert.is(bogus.status, 1);
+    assert.match(bogus.stderr, /Expected one of fp32, fp16, bf16, int8 for precision but received fp64/);
+  },
+);
 
 detect('an unreadable image is a per-image error and exit code 1; the others are still printed', () => {
   const run = facedet(['detect', '--model', modelDir, seed('mask.jpg'), '/nonexistent.jpg']);
