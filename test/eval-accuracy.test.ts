@@ -11,20 +11,26 @@ import { SUBSETS } from '../src/eval/widerface';
 import { pythonInterpreter } from '../src/cli';
 import { FIXTURES, MOBILENET_DIR, requireModel } from './helpers/model';
 
-test('AP of our pipeline equals the PyTorch reference on wider-val and wider-val-416 (±0.005)', async () => {
-  const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-eval-'));
+/** `facedet eval` as the CLI runs it, on MobileNet0.25 against the PyTorch reference; returns its log too. */
+async function evaluateSets(sets: string[], precision?: 'bf16' | 'int8') {
   const lines: string[] = [];
   const reports = await runEvaluation({
     model: requireModel(MOBILENET_DIR),
-    gt: ['wider-val', 'wider-val-416'].map((name) => path.join(FIXTURES, name, 'gt.json')),
+    gt: sets.map((name) => path.join(FIXTURES, name, 'gt.json')),
     maxSize: 0,
     sizes: [],
     reference: true,
     threads: 2,
-    outDir,
+    ...(precision ? { precision } : {}),
+    outDir: fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-eval-')),
     python: pythonInterpreter(),
     log: (line) => lines.push(line),
   });
+  return { reports, log: lines.join('\n') };
+}
+
+test('AP of our pipeline equals the PyTorch reference on wider-val and wider-val-416 (±0.005)', async () => {
+  const { reports, log } = await evaluateSets(['wider-val', 'wider-val-416']);
   assert.is(reports.length, 2);
   for (const report of reports) {
     assert.ok(report.main.reference, 'reference evaluated');
@@ -38,29 +44,19 @@ test('AP of our pipeline equals the PyTorch reference on wider-val and wider-val
     }
     assert.ok(report.main.files.some((f) => f.endsWith('pr-curves.png')));
   }
-  assert.match(lines.join('\n'), /SUBSET/);
-  assert.match(lines.join('\n'), /ours: onnxruntime fp32/);
+  assert.match(log, /SUBSET/);
+  assert.match(log, /ours: onnxruntime fp32/);
 });
 
 // What a user with other weights runs before trusting --int8 (README, int8): the quantised model beside
 // the float PyTorch reference. MobileNet0.25 loses 1-2 points on wider-val-416 (README); on wider-val's
 // 6 images int8 - float is within 1.7 points (measured: +1.63, -0.57, +0.30 with model.int8.onnx).
 test('facedet eval --precision int8: the int8 model against the float reference', async () => {
-  const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-eval-'));
-  const lines: string[] = [];
-  const [report] = await runEvaluation({
-    model: requireModel(MOBILENET_DIR),
-    gt: [path.join(FIXTURES, 'wider-val', 'gt.json')],
-    maxSize: 0,
-    sizes: [],
-    reference: true,
-    threads: 2,
-    precision: 'int8',
-    outDir,
-    python: pythonInterpreter(),
-    log: (line) => lines.push(line),
-  });
-  assert.match(lines.join('\n'), /ours: onnxruntime int8/);
+  const {
+    reports: [report],
+    log,
+  } = await evaluateSets(['wider-val'], 'int8');
+  assert.match(log, /ours: onnxruntime int8/);
   let changed = 0;
   for (const subset of SUBSETS) {
     const diff = report!.main.difference![subset];
@@ -76,21 +72,8 @@ test('facedet eval --precision int8: the int8 model against the float reference'
 // on easy and medium: this test is what keeps it float32.
 test('facedet eval --precision bf16: within 1 point of the float reference', async () => {
   if (!cpuHasBf16()) return; // bf16.test.ts tests the refusal there
-  const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-eval-'));
-  const lines: string[] = [];
-  const reports = await runEvaluation({
-    model: requireModel(MOBILENET_DIR),
-    gt: ['wider-val', 'wider-val-416'].map((name) => path.join(FIXTURES, name, 'gt.json')),
-    maxSize: 0,
-    sizes: [],
-    reference: true,
-    threads: 2,
-    precision: 'bf16',
-    outDir,
-    python: pythonInterpreter(),
-    log: (line) => lines.push(line),
-  });
-  assert.match(lines.join('\n'), /ours: torch bf16/);
+  const { reports, log } = await evaluateSets(['wider-val', 'wider-val-416'], 'bf16');
+  assert.match(log, /ours: torch bf16/);
   let changed = 0;
   for (const report of reports) {
     for (const subset of SUBSETS) {

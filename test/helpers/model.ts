@@ -1,6 +1,8 @@
 // The models the setup exported (scripts/setup.sh, .ci/run); tests fail, not skip, when one is missing.
 import fs from 'node:fs';
 import path from 'node:path';
+import * as assert from 'uvu/assert';
+import type { InferenceEngine, Shape4 } from '../../src/engine';
 
 const root = path.resolve(__dirname, '..', '..');
 
@@ -59,4 +61,23 @@ export function imageLikeInput(shape: readonly number[], seed = 7): Float32Array
     data[i] = (state >>> 24) - 117;
   }
   return data;
+}
+
+/**
+ * ResNet50 with SYNTHETIC weights in a reduced precision: on a [2, 3, 160, 224] image-like input the
+ * outputs have fp32's shapes, and its silent heads still score no face (< 0.01).
+ */
+export async function assertSilentLikeFp32(
+  reduced: InferenceEngine,
+  fp32: InferenceEngine,
+  seed = 7,
+): Promise<void> {
+  const shape: Shape4 = [2, 3, 160, 224];
+  const input = imageLikeInput(shape, seed);
+  const got = await reduced.infer(input, shape);
+  const want = await fp32.infer(input, shape);
+  assert.equal(got.shapes, want.shapes);
+  let top = 0;
+  for (let i = 1; i < got.conf.length; i += 2) top = Math.max(top, got.conf[i]!);
+  assert.ok(top < 0.01, `highest face score ${top}`);
 }
