@@ -96,7 +96,12 @@ export function markdownReport(r: BenchReport): string {
       `while the cell ran, in CPUs (from /proc; "stolen" is time the hypervisor gave to other machines); above ` +
       `${BUSY_CPUS}, other work disturbed the timings. ONNX Runtime engine = ours: the session on a ` +
       `worker thread, its threads spinning during a run when nothing else is pending (as here) and asleep between runs; onnxruntime-node direct = the package's defaults on the ` +
-      `main thread (idle threads spin), same thread count. Baselines: ${r.settings.baselines.join('; ')}.`,
+      `main thread (idle threads spin), same thread count. ` +
+      (ours.includes('torch-bf16')
+        ? "LibTorch bf16 = precision 'bf16' (opt-in, CPUs with AVX512-BF16 or AMX): model.pt's weights in " +
+          'bfloat16 but for the first convolution; its results differ slightly from fp32 (see the README). '
+        : '') +
+      `Baselines: ${r.settings.baselines.join('; ')}.`,
     '',
   );
 
