@@ -368,14 +368,15 @@ async function main(argv: string[]): Promise<number> {
     );
     return 0;
   }
-  const backend = (values.backend ??
-    (onnxRuntimeVersion() ? 'onnxruntime' : 'torch')) as LoadOptions['backend'];
-  if (backend !== 'torch' && backend !== 'onnxruntime')
-    throw new Error(`--backend: unknown backend '${backend}'`);
   const precision = (values.precision ?? 'fp32') as LoadOptions['precision'];
   if (precision !== 'fp32' && precision !== 'bf16') {
     throw new Error(`--precision: expected fp32 or bf16, got '${precision}'`);
   }
+  // As the server picks it: bf16 runs on LibTorch, fp32 on ONNX Runtime when it is installed.
+  const backend = (values.backend ??
+    (precision === 'fp32' && onnxRuntimeVersion() ? 'onnxruntime' : 'torch')) as LoadOptions['backend'];
+  if (backend !== 'torch' && backend !== 'onnxruntime')
+    throw new Error(`--backend: unknown backend '${backend}'`);
   if (precision === 'bf16' && backend !== 'torch') throw new Error('--precision bf16 needs --backend torch');
   const options: LoadOptions = {
     model: path.resolve(values.model ?? defaultModelDir()),
