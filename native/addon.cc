@@ -5,6 +5,7 @@
 #include <torch/version.h>
 
 #include "engine.h"
+#include "onednn_conv.h"
 
 namespace facedet {
 namespace {
@@ -29,6 +30,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   build.Set("tensorrt", tensorRtVersion());
 #endif
   build.Set("backends", backends);
+  // oneDNN's version when it runs LibTorch's fp32 CPU convolutions directly (onednn_conv.h).
+  if (!onednnVersion().empty()) build.Set("onednn", onednnVersion());
 #ifdef FACEDET_WITH_CUDA
   build.Set("cuda", true);
 #else

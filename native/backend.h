@@ -36,6 +36,9 @@ struct LoadOptions {
   // itself to BGR minus this mean (B, G, R), so that JS need not pack a float tensor.
   bool uint8Input = false;
   std::array<float, 3> uint8Mean{};
+  // LibTorch fp32 on the CPU: convolutions run by oneDNN directly, Winograd for the wide 3x3 ones
+  // (onednn_conv.h), where the build has it.
+  bool onednn = true;
 };
 
 // One batch of images, NCHW float32. Either one packed buffer of n*c*h*w floats, or n buffers of
@@ -75,6 +78,8 @@ struct BackendInfo {
   int threads = 0;
   std::string version;                 // LibTorch or TensorRT version
   std::string input = "float32-nchw";  // what infer takes: "float32-nchw" or "uint8-nhwc"
+  int onednn = 0;                      // convolutions run by oneDNN directly (onednn_conv.h)
+  int winograd = 0;                    // of which with its Winograd algorithm
 };
 
 class Backend {

@@ -105,6 +105,8 @@ Napi::Object backendInfoObject(Napi::Env env, const BackendInfo& info) {
   o.Set("threads", info.threads);
   o.Set("version", info.version);
   o.Set("input", info.input);
+  o.Set("onednn", info.onednn);
+  o.Set("winograd", info.winograd);
   return o;
 }
 
@@ -355,6 +357,14 @@ Napi::Value Engine::Load(const Napi::CallbackInfo& info) {
   options.maxBatch = optionalInt(env, o, "maxBatch", options.maxBatch, 1, static_cast<int>(kMaxBatch));
   options.maxSize = optionalInt(env, o, "maxSize", options.maxSize, 32, static_cast<int>(kMaxSide));
   options.float32Convolutions = optionalInt(env, o, "float32Convolutions", 0, 0, 1 << 20);
+  const Napi::Value onednn = o.Get("onednn");
+  if (!onednn.IsUndefined()) {
+    if (!onednn.IsBoolean()) {
+      throw Napi::TypeError::New(env,
+                                 "Engine.load(options.onednn): expected a boolean, got " + typeName(onednn));
+    }
+    options.onednn = onednn.As<Napi::Boolean>().Value();
+  }
   const Napi::Value mean = o.Get("uint8Mean");
   if (!mean.IsUndefined()) {
     const char* what = "Engine.load(options.uint8Mean): expected an array of 3 numbers between 0 and 255";

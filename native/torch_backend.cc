@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "onednn_conv.h"
 
 #ifdef __linux__
 #include <dlfcn.h>
@@ -137,6 +138,10 @@ class TorchBackend : public Backend {
       // whole first stage float32, as fp16 on CUDA keeps it: no better). Outputs return as float32.
       if (precision_ == "bf16")
         setPrecision(module_.get_method("forward").graph(), torch::kBFloat16, float32Convs_);
+      // fp32 on the CPU: the convolutions run by oneDNN directly, the wide 3x3 ones with its Winograd
+      // algorithm (onednn_conv.cc), where the build has it.
+      if (precision_ == "fp32" && device_.is_cpu() && options.onednn)
+        onednn_.apply(module_.get_method("forward").graph());
 #ifdef FACEDET_WITH_CUDA
       if (device_.is_cuda()) prepareCuda();
 #endif
@@ -188,6 +193,8 @@ class TorchBackend : public Backend {
     info.threads = threads_;
     info.version = TORCH_VERSION;
     if (uint8Mean_.defined()) info.input = "uint8-nhwc";
+    info.onednn = onednn_.count();
+    info.winograd = onednn_.winograd();
     return info;
   }
 
@@ -584,6 +591,7 @@ class TorchBackend : public Backend {
   torch::Tensor uint8Mean_;  // (B, G, R) when infer takes uint8 RGB NHWC input
   int threads_ = 0;
   int concurrency_ = 1;
+  OneDnnConvolutions onednn_;  // declared first: outlives the graph that calls it
   torch::jit::Module module_;
 };
 

@@ -2,7 +2,7 @@
 // Builds the native addon with cmake-js (CMakeLists.txt is the one build description).
 // `npm run build:native`, node-gyp (through binding.gyp) and prebuildify all end up here.
 // Environment: Torch_DIR (or TORCH_DIR) picks a LibTorch; TENSORRT_ROOT a TensorRT;
-// FACEDET_TENSORRT=ON|OFF|AUTO; FACEDET_BUILD_TYPE=Release|Debug|RelWithDebInfo.
+// FACEDET_TENSORRT=ON|OFF|AUTO; FACEDET_ONEDNN=ON|OFF|AUTO; FACEDET_BUILD_TYPE=Release|Debug|RelWithDebInfo.
 'use strict';
 const { spawnSync } = require('node:child_process');
 const os = require('node:os');
@@ -20,6 +20,7 @@ const torchDir = process.env.Torch_DIR || process.env.TORCH_DIR;
 if (torchDir) defines.push(`--CDTorch_DIR=${torchDir}`);
 if (process.env.TENSORRT_ROOT) defines.push(`--CDTENSORRT_ROOT=${process.env.TENSORRT_ROOT}`);
 if (process.env.FACEDET_TENSORRT) defines.push(`--CDFACEDET_TENSORRT=${process.env.FACEDET_TENSORRT}`);
+if (process.env.FACEDET_ONEDNN) defines.push(`--CDFACEDET_ONEDNN=${process.env.FACEDET_ONEDNN}`);
 
 let cmakeJs;
 try {

@@ -20,6 +20,9 @@ export interface EngineInfo {
    * engine's model does the rest). `shape` is [n, 3, h, w] either way.
    */
   input?: 'float32-nchw' | 'uint8-nhwc';
+  /** LibTorch: how many convolutions oneDNN runs directly, and how many of them with Winograd. */
+  onednn?: number;
+  winograd?: number;
 }
 
 export interface InferOptions {
@@ -61,6 +64,8 @@ export interface EngineLoadOptions {
   float32Convolutions?: number;
   /** LibTorch on the CPU: take uint8 NHWC RGB input and subtract this mean (BGR); see NativeLoadOptions. */
   uint8Mean?: [number, number, number];
+  /** LibTorch fp32 on the CPU: convolutions run by oneDNN directly (default true); see NativeLoadOptions. */
+  onednn?: boolean;
 }
 
 const isPositiveInteger = (x: unknown): x is number => Number.isInteger(x) && (x as number) > 0;

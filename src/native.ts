@@ -29,6 +29,12 @@ export interface NativeLoadOptions {
    * still given as [n, 3, h, w]) and converts them to BGR minus this mean ([B, G, R]) itself.
    */
   uint8Mean?: [number, number, number];
+  /**
+   * LibTorch fp32 on the CPU: the convolutions run by oneDNN directly, with weights prepared once and the
+   * 3x3 ones with at least 64 input and output channels in oneDNN's Winograd algorithm (float32: results
+   * equal up to rounding), where the build has it (`build.onednn`). Default true.
+   */
+  onednn?: boolean;
 }
 
 export interface NativeEngineInfo {
@@ -39,6 +45,10 @@ export interface NativeEngineInfo {
   version: string;
   /** What infer takes: 'float32-nchw', or 'uint8-nhwc' when loaded with uint8Mean. */
   input: 'float32-nchw' | 'uint8-nhwc';
+  /** How many convolutions oneDNN runs directly (LibTorch fp32 on the CPU; 0 otherwise). */
+  onednn: number;
+  /** How many of them with its Winograd algorithm. */
+  winograd: number;
 }
 
 /** Raw RetinaFace outputs for a batch of n images with A anchors each. */
@@ -74,7 +84,14 @@ export interface NativeEngine {
 
 export interface NativeBinding {
   Engine: { load(options: NativeLoadOptions): Promise<NativeEngine> };
-  build: { torch: string; tensorrt?: string; backends: string[]; cuda: boolean };
+  build: {
+    torch: string;
+    tensorrt?: string;
+    /** oneDNN's version, when it runs LibTorch's fp32 CPU convolutions directly (native/onednn_conv.cc). */
+    onednn?: string;
+    backends: string[];
+    cuda: boolean;
+  };
   cudaDeviceCount(): number;
 }
 

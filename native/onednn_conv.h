@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: MIT
+// LibTorch's float32 CPU convolutions run by oneDNN directly, with weights prepared once and Winograd for
+// the wide 3x3 ones. oneDNN is the library Debian's LibTorch runs its convolutions with, but LibTorch 1.13
+// always takes the direct algorithm and reorders the weights on every call. Built only where LibTorch
+// links that same shared oneDNN (FACEDET_WITH_ONEDNN); elsewhere the functions below do nothing.
+#pragma once
+
+#include <torch/script.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace facedet {
+
+// oneDNN's version ("2.6.3") when this build runs convolutions with it, "" otherwise.
+std::string onednnVersion();
+
+// The convolutions of one frozen float32 graph that oneDNN runs, and their registry entries: released with
+// the object (the graph's calls then fail cleanly).
+class OneDnnConvolutions {
+ public:
+  OneDnnConvolutions() = default;
+  OneDnnConvolutions(const OneDnnConvolutions&) = delete;
+  OneDnnConvolutions& operator=(const OneDnnConvolutions&) = delete;
+  ~OneDnnConvolutions();
+
+  // Replaces each aten::conv2d with constant float32 weights, stride, padding, dilation 1 and groups by a
+  // call of facedet::conv2d, with the ReLU or LeakyReLU that alone follows it fused. 3x3 ones with stride
+  // 1, padding 1, no groups and at least 64 input and output channels (a multiple of 16) run with
+  // oneDNN's Winograd algorithm. Returns how many convolutions it replaced.
+  int apply(const std::shared_ptr<torch::jit::Graph>& graph);
+  int count() const { return static_cast<int>(ids_.size()); }
+  int winograd() const { return winograd_; }
+
+ private:
+  std::vector<int64_t> ids_;
+  int winograd_ = 0;
+};
+
+}  // namespace facedet

@@ -1,0 +1,147 @@
+// LibTorch fp32 on the CPU with the convolutions run by oneDNN directly (native/onednn_conv.cc): every
+// convolution of the frozen graph is replaced, the wide 3x3 ones are Winograd candidates, the outputs equal
+// LibTorch's own convolutions' up to float32 rounding at any shape and batch, other precisions keep
+// LibTorch's, and the option is checked. In a build without oneDNN (a LibTorch with its own copy) the
+// engine reports none, which is what is tested there.
+import path from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { NativeInferenceEngine, type Shape4 } from '../src/engine';
+import { loadBinding } from '../src/native';
+import { rejects } from './helpers/assert';
+import {
+  MOBILENET_DIR,
+  RESNET50_SYNTHETIC_DIR,
+  imageLikeInput,
+  maxAbsDiff,
+  requireModel,
+} from './helpers/model';
+
+const mobilenet = requireModel(MOBILENET_DIR);
+const resnet = requireModel(RESNET50_SYNTHETIC_DIR);
+const built = loadBinding().build.onednn !== undefined;
+
+const load = (dir: string, options: { onednn?: boolean; precision?: 'fp32' | 'int8' | 'bf16' } = {}) =>
+  NativeInferenceEngine.load({
+    modelPath: path.join(dir, options.precision === 'int8' ? 'model.int8.pt' : 'model.pt'),
+    backend: 'torch',
+    device: 'cpu',
+    precision: options.precision ?? 'fp32',
+    threads: 2,
+    ...(options.onednn === undefined ? {} : { onednn: options.onednn }),
+  });
+
+const test = suite('oneDNN convolutions (LibTorch fp32 on the CPU)');
+
+test('the build says whether it has them, and the engine how many convolutions they run', async () => {
+  const on = await load(mobilenet);
+  const off = await load(mobilenet, { onednn: false });
+  try {
+    assert.is(off.info().onednn, 0);
+    assert.is(off.info().winograd, 0);
+    if (!built) {
+      assert.is(on.info().onednn, 0);
+      return;
+    }
+    assert.match(loadBinding().build.onednn!, /^\d+\.\d+\.\d+$/);
+    // MobileNet0.25: all 56 convolutions (depthwise ones too); Winograd candidates are the FPN's two
+    // 64->64 3x3 merges (the SSH ones have 16-32 output channels).
+    assert.is(on.info().onednn, 56);
+    assert.is(on.info().winograd, 2);
+  } finally {
+    await on.dispose();
+    await off.dispose();
+  }
+  const r50 = await load(resnet);
+  try {
+    assert.is(r50.info().onednn, built ? 82 : 0);
+    assert.is(r50.info().winograd, built ? 30 : 0);
+  } finally {
+    await r50.dispose();
+  }
+});
+
+test("MobileNet0.25's outputs equal LibTorch's own convolutions' at any shape and batch", async () => {
+  const on = await load(mobilenet);
+  const off = await load(mobilenet, { onednn: false });
+  try {
+    // 512²: Winograd runs the FPN merge at 64x64 positions; 1024x576 at 128x72; 96x160 and the batch of
+    // 3: the direct algorithm only (too few positions), odd sizes in the SSH levels.
+    for (const shape of [
+      [1, 3, 512, 512],
+      [1, 3, 576, 1024],
+      [3, 3, 96, 160],
+    ] as Shape4[]) {
+      const input = imageLikeInput(shape);
+      const a = await on.infer(input, shape);
+      const b = await off.infer(input, shape);
+      const label = shape.join('x');
+      assert.ok(maxAbsDiff(a.loc, b.loc) < 1e-4, `${label} loc ${maxAbsDiff(a.loc, b.loc)}`);
+      assert.ok(maxAbsDiff(a.conf, b.conf) < 1e-5, `${label} conf ${maxAbsDiff(a.conf, b.conf)}`);
+      assert.ok(
+        maxAbsDiff(a.landmarks, b.landmarks) < 1e-4,
+        `${label} landmarks ${maxAbsDiff(a.landmarks, b.landmarks)}`,
+      );
+      // Not vacuous: the outputs vary over the anchors.
+      const scores = a.conf.filter((_, i) => i % 2 === 1);
+      assert.ok(Math.max(...scores) - Math.min(...scores) > 1e-3, `${label}: flat scores`);
+      assert.ok(Math.max(...a.loc.map(Math.abs)) > 0.5, `${label}: flat boxes`);
+    }
+  } finally {
+    await on.dispose();
+    await off.dispose();
+  }
+});
+
+test('ResNet50 (SYNTHETIC) runs at any shape and batch with its heads silent, as with LibTorch alone', async () => {
+  const on = await load(resnet);
+  const off = await load(resnet, { onednn: false });
+  try {
+    for (const shape of [
+      [1, 3, 512, 512],
+      [2, 3, 160, 224],
+    ] as Shape4[]) {
+      const input = imageLikeInput(shape);
+      const a = await on.infer(input, shape);
+      const b = await off.infer(input, shape);
+      assert.equal(a.shapes, b.shapes);
+      assert.ok(maxAbsDiff(a.conf, b.conf) < 1e-5);
+      assert.ok(maxAbsDiff(a.loc, b.loc) < 1e-4);
+    }
+  } finally {
+    await on.dispose();
+    await off.dispose();
+  }
+});
+
+test("other precisions keep LibTorch's convolutions; engines released one by one keep the others working", async () => {
+  const int8 = await load(mobilenet, { precision: 'int8' });
+  try {
+    assert.is(int8.info().onednn, 0);
+  } finally {
+    await int8.dispose();
+  }
+  const first = await load(mobilenet);
+  const second = await load(mobilenet);
+  const shape: Shape4 = [1, 3, 128, 128];
+  const input = imageLikeInput(shape);
+  const before = await second.infer(input, shape);
+  await first.dispose();
+  const after = await second.infer(input, shape);
+  assert.is(maxAbsDiff(before.conf, after.conf), 0);
+  await second.dispose();
+});
+
+test('a bad option is a TypeError with its exact message', async () => {
+  await rejects(
+    () =>
+      loadBinding().Engine.load({
+        modelPath: path.join(mobilenet, 'model.pt'),
+        onednn: 'yes' as unknown as boolean,
+      }),
+    'Engine.load(options.onednn): expected a boolean, got a string',
+    TypeError,
+  );
+});
+
+test.run();
