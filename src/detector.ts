@@ -17,7 +17,7 @@ import {
   readModel,
 } from './model';
 import { AnchorCache, type AnchorConfig, type Face, decodeFaces, toFaces } from './postprocess';
-import type { Precision } from './native';
+import { type Precision, loadBinding } from './native';
 import { type DecodedImage, type ImageInput, decodeImage, packBatch, packBatchUint8 } from './preprocess';
 
 export interface FaceDetectorOptions {
@@ -145,12 +145,24 @@ const DEFAULTS = {
   padMultipleCuda: 128,
 };
 
+/** Whether the addon loads and runs LibTorch's fp32 CPU convolutions with oneDNN directly. */
+function addonHasOneDnn(): boolean {
+  try {
+    return loadBinding().build.onednn !== undefined;
+  } catch {
+    return false;
+  }
+}
+
 /**
- * The backend when none is asked for. On CPU in fp32, ONNX Runtime when onnxruntime-node is installed
- * and the model has its ONNX file: it measured faster than LibTorch in every cell of `npm run bench`
- * (README, Performance). In int8 likewise with model.int8.onnx: the only int8 file for ResNet50, and for
- * MobileNet0.25 within the noise of LibTorch's model.int8.pt (scripts/precision_report.ts). Otherwise the
- * native LibTorch addon (CUDA, fp16, or no onnxruntime-node).
+ * The backend when none is asked for. On CPU in fp32: for ResNet50, LibTorch when the addon runs its
+ * convolutions with oneDNN directly (Debian's LibTorch: `build.onednn`), which measured 1.1-1.25x faster
+ * than ONNX Runtime at 512² and 1024² (`npm run bench`, README, Performance); otherwise ONNX Runtime when
+ * onnxruntime-node is installed and the model has its ONNX file (for MobileNet0.25 the two engines are
+ * within a few % of each other up to 1024², and ONNX Runtime's blocking threads share the CPUs with
+ * decoding better under load). In int8 likewise with model.int8.onnx: the only int8 file for ResNet50, and
+ * for MobileNet0.25 within the noise of LibTorch's model.int8.pt (scripts/precision_report.ts). Otherwise
+ * the native LibTorch addon (CUDA, fp16, or no onnxruntime-node).
  */
 export function defaultBackend(
   model: ModelSource,
@@ -160,6 +172,7 @@ export function defaultBackend(
   const { files } = model.card;
   const file = precision === 'fp32' ? files.onnx : precision === 'int8' ? files.onnx_int8 : undefined;
   if (device !== 'cpu' || !file) return 'torch';
+  if (precision === 'fp32' && model.card.backbone === 'resnet50' && addonHasOneDnn()) return 'torch';
   return onnxRuntimeVersion() !== undefined && fs.existsSync(path.join(model.dir, file))
     ? 'onnxruntime'
     : 'torch';

@@ -6,6 +6,7 @@
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { FaceDetector } from '../src';
 import { NativeInferenceEngine, type Shape4 } from '../src/engine';
 import { loadBinding } from '../src/native';
 import { rejects } from './helpers/assert';
@@ -130,6 +131,17 @@ test("other precisions keep LibTorch's convolutions; engines released one by one
   const after = await second.infer(input, shape);
   assert.is(maxAbsDiff(before.conf, after.conf), 0);
   await second.dispose();
+});
+
+test('a detector for ResNet50 in fp32 on the CPU picks LibTorch when the addon has them, else ONNX Runtime', async () => {
+  const detector = await FaceDetector.create({ model: resnet, warmup: [] });
+  try {
+    const { engine } = detector.info();
+    assert.is(engine.backend, built ? 'torch' : 'onnxruntime');
+    if (built) assert.is(engine.onednn, 82);
+  } finally {
+    await detector.dispose();
+  }
 });
 
 test('a bad option is a TypeError with its exact message', async () => {

@@ -12,7 +12,8 @@ import readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import { replaceReadmeSection } from '../readme';
 import { NativeInferenceEngine } from '../engine';
-import { OnnxRuntimeEngine, onnxRuntimeVersion } from '../engines/onnxruntime';
+import { defaultBackend } from '../detector';
+import { OnnxRuntimeEngine } from '../engines/onnxruntime';
 import { defaultModelDir, modelFile, readModel } from '../model';
 import { decodeImage, packBatch } from '../preprocess';
 import { benchImage, defaultSourceImage } from './images';
@@ -372,14 +373,14 @@ async function main(argv: string[]): Promise<number> {
   if (precision !== 'fp32' && precision !== 'bf16') {
     throw new Error(`--precision: expected fp32 or bf16, got '${precision}'`);
   }
-  // As the server picks it: bf16 runs on LibTorch, fp32 on ONNX Runtime when it is installed.
-  const backend = (values.backend ??
-    (precision === 'fp32' && onnxRuntimeVersion() ? 'onnxruntime' : 'torch')) as LoadOptions['backend'];
+  const model = path.resolve(values.model ?? defaultModelDir());
+  // As the server picks it (bf16 runs on LibTorch).
+  const backend = (values.backend ?? defaultBackend(readModel(model), 'cpu', precision)) as LoadOptions['backend'];
   if (backend !== 'torch' && backend !== 'onnxruntime')
     throw new Error(`--backend: unknown backend '${backend}'`);
   if (precision === 'bf16' && backend !== 'torch') throw new Error('--precision bf16 needs --backend torch');
   const options: LoadOptions = {
-    model: path.resolve(values.model ?? defaultModelDir()),
+    model,
     backend,
     precision,
     threads: Number(values.threads ?? os.availableParallelism()),

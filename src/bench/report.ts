@@ -96,7 +96,9 @@ export function markdownReport(r: BenchReport): string {
       `while the cell ran, in CPUs (from /proc; "stolen" is time the hypervisor gave to other machines); above ` +
       `${BUSY_CPUS}, other work disturbed the timings. ONNX Runtime engine = ours: the session on a ` +
       `worker thread, its threads spinning during a run when nothing else is pending (as here) and asleep between runs; onnxruntime-node direct = the package's defaults on the ` +
-      `main thread (idle threads spin), same thread count. ` +
+      `main thread (idle threads spin), same thread count. LibTorch = model.pt frozen, channels-last, its fp32 ` +
+      `convolutions run by oneDNN directly (weights prepared once, Winograd for the wide 3x3 ones) where the ` +
+      `addon has it (see Runtimes). ` +
       (ours.includes('torch-bf16')
         ? "LibTorch bf16 = precision 'bf16' (opt-in, CPUs with AVX512-BF16 or AMX): model.pt's weights in " +
           'bfloat16 but for the first convolution; its results differ slightly from fp32 (see the README). '

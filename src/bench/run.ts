@@ -318,7 +318,8 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   let libtorch: string | null = null;
   if (options.engines.includes('torch') || options.engines.includes('torch-bf16')) {
     try {
-      libtorch = loadBinding().build.torch;
+      const { build } = loadBinding();
+      libtorch = build.torch + (build.onednn ? ` (fp32 convolutions: oneDNN ${build.onednn} directly)` : '');
     } catch (error) {
       notes.push(`LibTorch addon unavailable: ${(error as Error).message.split('\n')[0]}`);
       options = { ...options, engines: options.engines.filter((e) => e === 'onnxruntime') };
