@@ -17,6 +17,10 @@ namespace facedet {
 // oneDNN's version ("2.6.3") when this build runs convolutions with it, "" otherwise.
 std::string onednnVersion();
 
+// Makes LibTorch's CPU tensors of 1 MiB and more come from a cache of freed blocks (up to 1 GiB), so that
+// run after run the same activations do not cost fresh, page-faulted memory. Process-wide, once.
+void useCachingCpuAllocator();
+
 // The convolutions of one frozen float32 graph that oneDNN runs, and their registry entries: released with
 // the object (the graph's calls then fail cleanly).
 class OneDnnConvolutions {

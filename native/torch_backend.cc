@@ -121,6 +121,7 @@ class TorchBackend : public Backend {
       std::ifstream probe(options.modelPath, std::ios::binary);
       if (!probe) throw std::runtime_error("model file not found or unreadable: " + options.modelPath);
     }
+    if (device_.is_cpu()) useCachingCpuAllocator();
     c10::InferenceMode guard;
     try {
       module_ = torch::jit::load(options.modelPath, device_);

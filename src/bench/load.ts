@@ -375,7 +375,8 @@ async function main(argv: string[]): Promise<number> {
   }
   const model = path.resolve(values.model ?? defaultModelDir());
   // As the server picks it (bf16 runs on LibTorch).
-  const backend = (values.backend ?? defaultBackend(readModel(model), 'cpu', precision)) as LoadOptions['backend'];
+  const backend = (values.backend ??
+    defaultBackend(readModel(model), 'cpu', precision)) as LoadOptions['backend'];
   if (backend !== 'torch' && backend !== 'onnxruntime')
     throw new Error(`--backend: unknown backend '${backend}'`);
   if (precision === 'bf16' && backend !== 'torch') throw new Error('--precision bf16 needs --backend torch');
