@@ -148,7 +148,9 @@ export function markdownReport(r: BenchReport): string {
       'What the engine-only medians above mean in GFLOP/s (a multiply-add counts 2; the convolutions ' +
         "are nearly all of the network's arithmetic; the count per pixel is in the model card, " +
         "`conv_flops_per_pixel`). A rate near the CPUs' fp32 peak means no fp32 engine can be much faster " +
-        '(bf16 arithmetic has a higher peak on CPUs that compute in it).',
+        '(bf16 arithmetic has a higher peak on CPUs that compute in it). The count is that of direct ' +
+        "convolutions: LibTorch's Winograd convolutions (see the README) do fewer multiplications, so its " +
+        'rate can pass the peak.',
       '',
     );
     const impls: Impl[] = [...ours, 'ort-direct', 'pytorch'];
