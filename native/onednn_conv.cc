@@ -4,10 +4,11 @@
 // Why, measured on 2 Zen 5 CPUs (AVX-512), batch 1, channels-last:
 // - oneDNN's Winograd F(4x4, 3x3) does a 3x3 convolution with 4x fewer multiplications than the direct
 //   algorithm, which already runs at 490-520 GFLOP/s, close to the CPUs' peak (ONNX Runtime is no faster).
-//   With the reorders to and from its blocked layout included: 2.0-2.6x faster for ResNet50's and the
-//   FPN's 3x3 convolutions (128-512 channels at 16²-64²), 1.5x for 64 channels at 128², 1.3x for 64
-//   channels at 64², no faster below 64 channels (MobileNet0.25's SSH), which keep the direct algorithm.
-//   Its results differ from the direct algorithm's by float32 rounding only.
+//   Alone, with the reorders to and from its blocked layout included: 2.0-2.6x faster for ResNet50's and
+//   the FPN's 3x3 convolutions (128-512 channels at 16²-64²), 1.5x for 64 channels at 128², 1.3x for 64
+//   channels at 64², no faster below 64 channels (MobileNet0.25's SSH), which keep the direct algorithm;
+//   in the whole network, only from 64² positions on (see makePlan). Its results differ from the direct
+//   algorithm's by float32 rounding only.
 // - The others: LibTorch 1.13 reorders the weights into oneDNN's layout on every call (a 512x512x3x3
 //   stride-2 convolution: 6.0 ms in LibTorch, 2.3 ms in oneDNN alone), and runs some small ones with its
 //   slow reference loop; here the weights are reordered once per layout and every shape gets its
@@ -113,12 +114,12 @@ struct Convolution {
       return dnnl::convolution_forward::primitive_desc(desc, attr, cpuEngine());
     };
     dnnl::convolution_forward::primitive_desc pd;
-    // Winograd's transformed weights are 4x the direct ones, and its transformed activations 2.25x: in
-    // a whole network (caches cold, every layer once) it paid for 64²-128² positions only (ResNet50 at
-    // 512² and 1024², per layer: 1.06-1.44x faster there; 0.2-0.6x at 16²-32² with 256-512 channels,
-    // 0.84x for 64 channels at 256²).
-    const int64_t area = h * w;
-    if (winograd && area >= 64 * 64 && area <= 128 * 128) {
+    // Winograd's transformed weights are 4x the direct ones: in a whole network (caches cold, every
+    // layer once) it pays from 64² positions on (ResNet50 at 512² and 1024², per layer: 1.1-1.8x faster
+    // at 64²-128², 1.3x for 64 channels at 256²) and loses below (0.7-1.1x at 32², 0.24-0.7x at 16²).
+    // oneDNN's Winograd kernels fuse ReLU but not LeakyReLU, so MobileNet0.25's FPN stays direct
+    // (running its LeakyReLU after a Winograd convolution measured no faster at 512² and 1024²).
+    if (winograd && h * w >= 64 * 64) {
       try {
         pd = describe(dnnl::algorithm::convolution_winograd, Tag::any);
         plan->winograd = true;
@@ -369,6 +370,8 @@ int OneDnnConvolutions::apply(const std::shared_ptr<torch::jit::Graph>& graph) {
       }
     }
     conv->activation = activation != nullptr;
+    // oneDNN's Winograd kernels fuse ReLU, not LeakyReLU (see makePlan).
+    if (conv->activation && conv->slope != 0) conv->winograd = false;
     int64_t id;
     {
       std::lock_guard<std::mutex> lock(registryMutex);

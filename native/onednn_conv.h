@@ -32,11 +32,11 @@ class OneDnnConvolutions {
 
   // Replaces each aten::conv2d with constant float32 weights, stride, padding, dilation 1 and groups by a
   // call of facedet::conv2d, with the ReLU or LeakyReLU that alone follows it fused. 3x3 ones with stride
-  // 1, padding 1, no groups and at least 64 input and output channels (a multiple of 16) run with
-  // oneDNN's Winograd algorithm. Returns how many convolutions it replaced.
+  // 1, padding 1, no groups, at least 64 input and output channels (a multiple of 16) and no LeakyReLU
+  // run with oneDNN's Winograd algorithm from 64x64 positions on. Returns how many it replaced.
   int apply(const std::shared_ptr<torch::jit::Graph>& graph);
   int count() const { return static_cast<int>(ids_.size()); }
-  int winograd() const { return winograd_; }
+  int winograd() const { return winograd_; }  // of which Winograd candidates
 
  private:
   std::vector<int64_t> ids_;

@@ -47,7 +47,7 @@ export interface NativeEngineInfo {
   input: 'float32-nchw' | 'uint8-nhwc';
   /** How many convolutions oneDNN runs directly (LibTorch fp32 on the CPU; 0 otherwise). */
   onednn: number;
-  /** How many of them with its Winograd algorithm. */
+  /** How many of them are Winograd candidates (3x3, ≥ 64 channels, ReLU or none; from 64² positions on). */
   winograd: number;
 }
 
