@@ -15,6 +15,8 @@
 //   primitive once.
 #include "onednn_conv.h"
 
+#include "backend.h"
+
 #ifdef FACEDET_WITH_ONEDNN
 #include <c10/core/CPUAllocator.h>
 #include <torch/csrc/jit/ir/constants.h>
@@ -164,18 +166,18 @@ struct Convolution {
 };
 
 // LibTorch's CPU tensors of 1 MiB and more come from here: blocks freed by one inference are kept for the
-// next, up to kCacheBytes in all. With the default allocator, every large activation is fresh memory from
-// the kernel (glibc maps blocks over 32 MiB, and those over 64 MiB in a worker thread's arena, anew
-// each time) that the kernel zeroes page by page. ResNet50 at 1024² (load and 5 runs, in alternation):
-// 1.1-1.2 million page faults and 680-740 ms a run with the default allocator, 0.29-0.33 million and
-// 445-490 ms with this one (530-550 ms with glibc told to keep its memory instead, process-wide). The
-// tensors of one input shape repeat run after run, so the cache serves them all.
+// next, up to FACEDET_CPU_TENSOR_CACHE_MB (default 1024; 0: LibTorch's own allocator) in all. With the
+// default allocator, every large activation is fresh memory from the kernel (glibc maps blocks over 32 MiB,
+// and those over 64 MiB in a worker thread's arena, anew each time) that the kernel zeroes page by page.
+// ResNet50 at 1024² (load and 5 runs, in alternation): 1.1-1.2 million page faults and 680-740 ms a run with
+// the default allocator, 0.29-0.33 million and 445-490 ms with this one (530-550 ms with glibc told to keep
+// its memory instead, process-wide). The tensors of one input shape repeat run after run, so the cache serves
+// them all.
 class CachingCpuAllocator final : public c10::Allocator {
  public:
   static constexpr size_t kMinBytes = size_t{1} << 20;
-  static constexpr size_t kCacheBytes = size_t{1} << 30;
 
-  explicit CachingCpuAllocator(c10::Allocator* fallback) : fallback_(fallback) {}
+  CachingCpuAllocator(c10::Allocator* fallback, size_t budget) : fallback_(fallback), budget_(budget) {}
 
   c10::DataPtr allocate(size_t n) const override {
     if (n < kMinBytes) return fallback_->allocate(n);
@@ -189,9 +191,12 @@ class CachingCpuAllocator final : public c10::Allocator {
   }
 
   static CachingCpuAllocator& instance() {
-    static CachingCpuAllocator* allocator = new CachingCpuAllocator(c10::GetDefaultCPUAllocator());
+    static CachingCpuAllocator* allocator = new CachingCpuAllocator(
+        c10::GetDefaultCPUAllocator(), size_t(envInt("FACEDET_CPU_TENSOR_CACHE_MB", 1024, 0, 1 << 20)) << 20);
     return *allocator;
   }
+
+  size_t budget() const { return budget_; }
 
  private:
   // A cached block of n bytes or up to 25 % more.
@@ -219,14 +224,14 @@ class CachingCpuAllocator final : public c10::Allocator {
     }
     const size_t n = known->second;
     // Over the budget: the largest cached blocks go first (they are the rarest shapes' to come back).
-    while (self.cached_ + n > kCacheBytes && !self.free_.empty()) {
+    while (self.cached_ + n > self.budget_ && !self.free_.empty()) {
       auto largest = std::prev(self.free_.end());
       self.cached_ -= largest->first;
       self.sizes_.erase(largest->second);
       std::free(largest->second);
       self.free_.erase(largest);
     }
-    if (n > kCacheBytes) {
+    if (n > self.budget_) {
       self.sizes_.erase(p);
       std::free(p);
       return;
@@ -236,6 +241,7 @@ class CachingCpuAllocator final : public c10::Allocator {
   }
 
   c10::Allocator* fallback_;
+  const size_t budget_;
   mutable std::mutex mutex_;
   mutable std::multimap<size_t, void*> free_;
   mutable std::unordered_map<void*, size_t> sizes_;
@@ -317,7 +323,10 @@ OneDnnConvolutions::~OneDnnConvolutions() {
 
 void useCachingCpuAllocator() {
   static std::once_flag installed;
-  std::call_once(installed, [] { c10::SetCPUAllocator(&CachingCpuAllocator::instance(), 1); });
+  std::call_once(installed, [] {
+    CachingCpuAllocator& allocator = CachingCpuAllocator::instance();
+    if (allocator.budget() > 0) c10::SetCPUAllocator(&allocator, 1);
+  });
 }
 
 int OneDnnConvolutions::apply(const std::shared_ptr<torch::jit::Graph>& graph) {

@@ -17,8 +17,9 @@ namespace facedet {
 // oneDNN's version ("2.6.3") when this build runs convolutions with it, "" otherwise.
 std::string onednnVersion();
 
-// Makes LibTorch's CPU tensors of 1 MiB and more come from a cache of freed blocks (up to 1 GiB), so that
-// run after run the same activations do not cost fresh, page-faulted memory. Process-wide, once.
+// Makes LibTorch's CPU tensors of 1 MiB and more come from a cache of freed blocks (up to
+// FACEDET_CPU_TENSOR_CACHE_MB, default 1024; 0 turns it off), so that run after run the same activations
+// do not cost fresh, page-faulted memory. Process-wide, once. Throws an ArgumentError for a bad value.
 void useCachingCpuAllocator();
 
 // The convolutions of one frozen float32 graph that oneDNN runs, and their registry entries: released with

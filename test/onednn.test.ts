@@ -3,6 +3,7 @@
 // LibTorch's own convolutions' up to float32 rounding at any shape and batch, other precisions keep
 // LibTorch's, and the option is checked. In a build without oneDNN (a LibTorch with its own copy) the
 // engine reports none, which is what is tested there.
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -146,6 +147,27 @@ test('a detector for ResNet50 in fp32 on the CPU picks LibTorch when the addon h
   } finally {
     await detector.dispose();
   }
+});
+
+test('FACEDET_CPU_TENSOR_CACHE_MB: 0 turns the tensor cache off, a bad value is a RangeError', () => {
+  if (!built) return;
+  // Process-wide and read once: each case in a process of its own, loading the built addon.
+  const script =
+    `const { loadBinding } = require(${JSON.stringify(path.resolve(__dirname, '..', 'dist', 'native'))});` +
+    `loadBinding().Engine.load({ modelPath: ${JSON.stringify(path.join(mobilenet, 'model.pt'))}, threads: 1 })` +
+    `.then(async (e) => { const r = await e.infer(new Float32Array(3 * 64 * 64), [1, 3, 64, 64]);` +
+    ` console.log('ran ' + r.conf.length); }, (e) => console.log(e.constructor.name + ': ' + e.message));`;
+  const run = (value: string) =>
+    spawnSync(process.execPath, ['-e', script], {
+      env: { ...process.env, FACEDET_CPU_TENSOR_CACHE_MB: value },
+      encoding: 'utf8',
+    }).stdout.trim();
+  assert.is(run('0'), 'ran 336');
+  assert.is(run('256'), 'ran 336');
+  assert.is(
+    run('lots'),
+    'RangeError: FACEDET_CPU_TENSOR_CACHE_MB=lots is not an integer between 0 and 1048576',
+  );
 });
 
 test('a bad option is a TypeError with its exact message', async () => {
