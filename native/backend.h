@@ -79,7 +79,7 @@ struct BackendInfo {
   std::string version;                 // LibTorch or TensorRT version
   std::string input = "float32-nchw";  // what infer takes: "float32-nchw" or "uint8-nhwc"
   int onednn = 0;                      // convolutions run by oneDNN directly (onednn_conv.h)
-  int winograd = 0;                    // of which with its Winograd algorithm
+  int winograd = 0;                    // of which Winograd candidates (3x3, wide, ReLU or none)
 };
 
 class Backend {

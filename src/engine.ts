@@ -20,7 +20,7 @@ export interface EngineInfo {
    * engine's model does the rest). `shape` is [n, 3, h, w] either way.
    */
   input?: 'float32-nchw' | 'uint8-nhwc';
-  /** LibTorch: how many convolutions oneDNN runs directly, and how many of them with Winograd. */
+  /** LibTorch: how many convolutions oneDNN runs directly, and how many of them are Winograd candidates. */
   onednn?: number;
   winograd?: number;
 }

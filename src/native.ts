@@ -31,8 +31,9 @@ export interface NativeLoadOptions {
   uint8Mean?: [number, number, number];
   /**
    * LibTorch fp32 on the CPU: the convolutions run by oneDNN directly, with weights prepared once and the
-   * 3x3 ones with at least 64 input and output channels in oneDNN's Winograd algorithm (float32: results
-   * equal up to rounding), where the build has it (`build.onednn`). Default true.
+   * 3x3 ones with at least 64 input and output channels (followed by a ReLU or nothing) in oneDNN's
+   * Winograd algorithm from 64² positions on (float32: results equal up to rounding), where the build has
+   * it (`build.onednn`). Default true.
    */
   onednn?: boolean;
 }
