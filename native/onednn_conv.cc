@@ -198,6 +198,17 @@ class CachingCpuAllocator final : public c10::Allocator {
 
   size_t budget() const { return budget_; }
 
+  // Frees every cached block (the temporaries of loading a model, for example).
+  void trim() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& [n, p] : free_) {
+      sizes_.erase(p);
+      std::free(p);
+    }
+    free_.clear();
+    cached_ = 0;
+  }
+
  private:
   // A cached block of n bytes or up to 25 % more.
   void* take(size_t n) const {
@@ -329,6 +340,8 @@ void useCachingCpuAllocator() {
   });
 }
 
+void trimCachingCpuAllocator() { CachingCpuAllocator::instance().trim(); }
+
 int OneDnnConvolutions::apply(const std::shared_ptr<torch::jit::Graph>& graph) {
   using torch::jit::Node;
   std::vector<Node*> convs;
@@ -408,6 +421,7 @@ int OneDnnConvolutions::apply(const std::shared_ptr<torch::jit::Graph>& graph) {
 
 std::string onednnVersion() { return ""; }
 void useCachingCpuAllocator() {}
+void trimCachingCpuAllocator() {}
 OneDnnConvolutions::~OneDnnConvolutions() = default;
 int OneDnnConvolutions::apply(const std::shared_ptr<torch::jit::Graph>&) { return 0; }
 

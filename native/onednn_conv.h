@@ -21,6 +21,8 @@ std::string onednnVersion();
 // FACEDET_CPU_TENSOR_CACHE_MB, default 1024; 0 turns it off), so that run after run the same activations
 // do not cost fresh, page-faulted memory. Process-wide, once. Throws an ArgumentError for a bad value.
 void useCachingCpuAllocator();
+// Frees the blocks that cache holds (after loading a model: the temporaries of freezing it).
+void trimCachingCpuAllocator();
 
 // The convolutions of one frozen float32 graph that oneDNN runs, and their registry entries: released with
 // the object (the graph's calls then fail cleanly).
