@@ -25,6 +25,7 @@
 #include <torch/library.h>
 
 #include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -309,7 +310,25 @@ at::Tensor conv2d(const at::Tensor& x, int64_t id) {
   return output;
 }
 
-TORCH_LIBRARY(facedet, m) { m.def("conv2d(Tensor x, int id) -> Tensor", &conv2d); }
+// The operator the graphs call: registered at run time, on first use, in a namespace of this copy of the
+// addon's own (two copies of the addon in one process must not share the registry of ids, and a second
+// TORCH_LIBRARY of one namespace would abort the process while it loads the addon). Its qualified name,
+// or "" if LibTorch refused it (the graphs then keep LibTorch's convolutions).
+const std::string& operatorName() {
+  static const std::string name = [] {
+    char space[48];
+    std::snprintf(space, sizeof(space), "facedet_%llx",
+                  static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(&registryMutex)));
+    try {
+      static torch::Library library(torch::Library::DEF, space, c10::nullopt, __FILE__, __LINE__);
+      library.def("conv2d(Tensor x, int id) -> Tensor", &conv2d);
+      return std::string(space) + "::conv2d";
+    } catch (const c10::Error&) {
+      return std::string();
+    }
+  }();
+  return name;
+}
 
 // A constant list of two non-negative ints.
 std::optional<std::array<int64_t, 2>> intPair(torch::jit::Value* v) {
@@ -348,7 +367,8 @@ int OneDnnConvolutions::apply(const std::shared_ptr<torch::jit::Graph>& graph) {
   for (Node* n : graph->nodes()) {
     if (n->kind() == c10::aten::conv2d && n->inputs().size() == 7) convs.push_back(n);
   }
-  const c10::Symbol op = c10::Symbol::fromQualString("facedet::conv2d");
+  if (operatorName().empty()) return 0;
+  const c10::Symbol op = c10::Symbol::fromQualString(operatorName());
   const int before = count();
   for (Node* n : convs) {
     const auto weight = torch::jit::toIValue(n->input(1));

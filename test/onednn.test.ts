@@ -4,6 +4,8 @@
 // LibTorch's, and the option is checked. In a build without oneDNN (a LibTorch with its own copy) the
 // engine reports none, which is what is tested there.
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -168,6 +170,31 @@ test('FACEDET_CPU_TENSOR_CACHE_MB: 0 turns the tensor cache off, a bad value is 
     run('lots'),
     'RangeError: FACEDET_CPU_TENSOR_CACHE_MB=lots is not an integer between 0 and 1048576',
   );
+});
+
+test('two copies of the addon in one process each run their own convolutions', () => {
+  if (!built) return;
+  // Each copy registers its operator in a namespace of its own: a shared one would abort the process
+  // while the second copy loads, or mix the two copies' convolutions.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-copies-'));
+  try {
+    const addon = path.resolve(__dirname, '..', 'build', 'Release', 'facedet.node');
+    const copies = [1, 2].map((i) => path.join(dir, `facedet-${i}.node`));
+    for (const copy of copies) fs.copyFileSync(addon, copy);
+    const script =
+      `(async () => { const m = ${JSON.stringify(path.join(mobilenet, 'model.pt'))};` +
+      ` const x = new Float32Array(3 * 128 * 128).map((_, i) => (i % 251) - 120); const out = [];` +
+      ` for (const file of ${JSON.stringify(copies)}) {` +
+      `   const e = await require(file).Engine.load({ modelPath: m, threads: 1 });` +
+      `   out.push({ onednn: e.info().onednn, loc: Array.from((await e.infer(x, [1, 3, 128, 128])).loc) }); }` +
+      ` const d = Math.max(...out[0].loc.map((v, i) => Math.abs(v - out[1].loc[i])));` +
+      ` console.log(out[0].onednn + ' ' + out[1].onednn + ' ' + d); })().catch((e) => console.log(e.message));`;
+    const result = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+    assert.is(result.status, 0, result.stderr);
+    assert.is(result.stdout.trim(), '56 56 0');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('a bad option is a TypeError with its exact message', async () => {
