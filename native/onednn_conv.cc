@@ -60,8 +60,10 @@ struct Plan {
 };
 
 struct Convolution {
-  at::Tensor weight;  // [oc, ic / groups, kh, kw] float32, contiguous
-  at::Tensor bias;    // [oc] float32
+  at::Tensor weight;              // [oc, ic / groups, kh, kw] float32 or bfloat16, contiguous
+  at::Tensor bias;                // [oc] float32 (oneDNN's)
+  at::Tensor libtorchBias;        // in the weights' type, or undefined (LibTorch's fallback)
+  memory::data_type type = kF32;  // of the weights, the input and the output
   std::array<int64_t, 2> stride{}, padding{};
   int64_t groups = 1;
   bool winograd = false;  // a candidate for Winograd
@@ -87,7 +89,7 @@ struct Convolution {
 
   at::Tensor libtorch(const at::Tensor& x) const {
     at::Tensor y =
-        at::conv2d(x, weight, bias, {stride[0], stride[1]}, {padding[0], padding[1]}, {1, 1}, groups);
+        at::conv2d(x, weight, libtorchBias, {stride[0], stride[1]}, {padding[0], padding[1]}, {1, 1}, groups);
     if (!activation) return y;
     return slope == 0 ? at::relu_(y) : at::leaky_relu_(y, slope);
   }
@@ -111,9 +113,9 @@ struct Convolution {
     }
     const auto describe = [&](dnnl::algorithm algorithm, Tag layout) {
       const dnnl::convolution_forward::desc desc(
-          dnnl::prop_kind::forward_inference, algorithm, memory::desc(src, kF32, layout),
-          memory::desc(weightDims(), kF32, Tag::any), memory::desc({outputs()}, kF32, Tag::x),
-          memory::desc(dst, kF32, layout), strides, pads, pads);
+          dnnl::prop_kind::forward_inference, algorithm, memory::desc(src, type, layout),
+          memory::desc(weightDims(), type, Tag::any), memory::desc({outputs()}, kF32, Tag::x),
+          memory::desc(dst, type, layout), strides, pads, pads);
       return dnnl::convolution_forward::primitive_desc(desc, attr, cpuEngine());
     };
     dnnl::convolution_forward::primitive_desc pd;
@@ -145,16 +147,16 @@ struct Convolution {
     plan->dst = pd.dst_desc();
     if (plan->winograd) {
       plan->toBlocked = dnnl::reorder(dnnl::reorder::primitive_desc(
-          cpuEngine(), memory::desc(src, kF32, Tag::nhwc), cpuEngine(), plan->src));
+          cpuEngine(), memory::desc(src, type, Tag::nhwc), cpuEngine(), plan->src));
       plan->fromBlocked = dnnl::reorder(dnnl::reorder::primitive_desc(cpuEngine(), plan->dst, cpuEngine(),
-                                                                      memory::desc(dst, kF32, Tag::nhwc)));
+                                                                      memory::desc(dst, type, Tag::nhwc)));
     }
     const memory::desc layout = pd.weights_desc();
     for (const auto& [desc, prepared] : weights) {
       if (desc == layout) plan->weights = prepared;
     }
     if (!plan->weights) {
-      memory user(memory::desc(weightDims(), kF32, groups == 1 ? Tag::oihw : Tag::goihw), cpuEngine(),
+      memory user(memory::desc(weightDims(), type, groups == 1 ? Tag::oihw : Tag::goihw), cpuEngine(),
                   weight.data_ptr());
       plan->weights = memory(layout, cpuEngine());
       dnnl::stream stream(cpuEngine());
@@ -273,10 +275,10 @@ std::shared_ptr<Convolution> lookup(int64_t id) {
 at::Tensor conv2d(const at::Tensor& x, int64_t id) {
   const std::shared_ptr<Convolution> conv = lookup(id);
   TORCH_CHECK(conv, "facedet::conv2d: convolution ", id, " was released with its model");
-  TORCH_CHECK(
-      x.dim() == 4 && x.scalar_type() == at::kFloat && x.device().is_cpu() && x.size(1) == conv->inputs(),
-      "facedet::conv2d: expected a float32 CPU tensor [n, ", conv->inputs(), ", h, w], got ", x.scalar_type(),
-      " ", x.sizes());
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == conv->weight.scalar_type() && x.device().is_cpu() &&
+                  x.size(1) == conv->inputs(),
+              "facedet::conv2d: expected a ", conv->weight.scalar_type(), " CPU tensor [n, ", conv->inputs(),
+              ", h, w], got ", x.scalar_type(), " ", x.sizes());
   const at::Tensor input = x.contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t n = input.size(0), h = input.size(2), w = input.size(3);
   const int64_t oh = conv->outputSize(h, 0), ow = conv->outputSize(w, 1);
@@ -287,8 +289,9 @@ at::Tensor conv2d(const at::Tensor& x, int64_t id) {
       at::empty({n, conv->outputs(), oh, ow}, input.options().memory_format(at::MemoryFormat::ChannelsLast));
   dnnl::engine& engine = cpuEngine();
   dnnl::stream stream(engine);
-  memory userSrc(memory::desc({n, conv->inputs(), h, w}, kF32, Tag::nhwc), engine, input.data_ptr());
-  memory userDst(memory::desc({n, conv->outputs(), oh, ow}, kF32, Tag::nhwc), engine, output.data_ptr());
+  memory userSrc(memory::desc({n, conv->inputs(), h, w}, conv->type, Tag::nhwc), engine, input.data_ptr());
+  memory userDst(memory::desc({n, conv->outputs(), oh, ow}, conv->type, Tag::nhwc), engine,
+                 output.data_ptr());
   memory bias(memory::desc({conv->outputs()}, kF32, Tag::x), engine, conv->bias.data_ptr());
   if (plan->winograd) {
     // Through LibTorch's allocator (the cache above), like the tensors.
@@ -381,17 +384,19 @@ int OneDnnConvolutions::apply(const std::shared_ptr<torch::jit::Graph>& graph) {
       continue;
     }
     const at::Tensor& w = weight->toTensor();
-    if (w.dim() != 4 || w.scalar_type() != at::kFloat || !w.device().is_cpu() ||
-        w.size(0) % groups->toInt() != 0) {
+    if (w.dim() != 4 || (w.scalar_type() != at::kFloat && w.scalar_type() != at::kBFloat16) ||
+        !w.device().is_cpu() || w.size(0) % groups->toInt() != 0) {
       continue;
     }
     auto conv = std::make_shared<Convolution>();
     conv->weight = w.contiguous();
+    conv->type = w.scalar_type() == at::kFloat ? kF32 : memory::data_type::bf16;
     conv->bias = bias->isTensor() ? bias->toTensor().to(at::kFloat).contiguous() : at::zeros({w.size(0)});
+    if (bias->isTensor()) conv->libtorchBias = bias->toTensor();
     conv->stride = *stride;
     conv->padding = *padding;
     conv->groups = groups->toInt();
-    conv->winograd = conv->groups == 1 && w.size(2) == 3 && w.size(3) == 3 &&
+    conv->winograd = conv->type == kF32 && conv->groups == 1 && w.size(2) == 3 && w.size(3) == 3 &&
                      *stride == std::array<int64_t, 2>{1, 1} && *padding == std::array<int64_t, 2>{1, 1} &&
                      w.size(0) >= 64 && w.size(1) >= 64 && w.size(0) % 16 == 0 && w.size(1) % 16 == 0;
     // The activation that alone reads the convolution's output runs inside it.

@@ -24,8 +24,8 @@ void useCachingCpuAllocator();
 // Frees the blocks that cache holds (after loading a model: the temporaries of freezing it).
 void trimCachingCpuAllocator();
 
-// The convolutions of one frozen float32 graph that oneDNN runs, and their registry entries: released with
-// the object (the graph's calls then fail cleanly).
+// The convolutions of one frozen float32 (or bf16) graph that oneDNN runs, and their registry entries:
+// released with the object (the graph's calls then fail cleanly).
 class OneDnnConvolutions {
  public:
   OneDnnConvolutions() = default;
@@ -33,10 +33,11 @@ class OneDnnConvolutions {
   OneDnnConvolutions& operator=(const OneDnnConvolutions&) = delete;
   ~OneDnnConvolutions();
 
-  // Replaces each aten::conv2d with constant float32 weights, stride, padding, dilation 1 and groups by a
-  // call of facedet::conv2d, with the ReLU or LeakyReLU that alone follows it fused. 3x3 ones with stride
-  // 1, padding 1, no groups, at least 64 input and output channels (a multiple of 16) and no LeakyReLU
-  // run with oneDNN's Winograd algorithm from 64x64 positions on. Returns how many it replaced.
+  // Replaces each aten::conv2d with constant float32 or bfloat16 weights (bf16: after setPrecision),
+  // stride, padding, dilation 1 and groups by a call of the addon's conv2d operator, with the ReLU or
+  // LeakyReLU that alone follows it fused. Float32 3x3 ones with stride 1, padding 1, no groups, at least
+  // 64 input and output channels (a multiple of 16) and no LeakyReLU run with oneDNN's Winograd algorithm
+  // from 64x64 positions on. Returns how many it replaced.
   int apply(const std::shared_ptr<torch::jit::Graph>& graph);
   int count() const { return static_cast<int>(ids_.size()); }
   int winograd() const { return winograd_; }  // of which Winograd candidates

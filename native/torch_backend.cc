@@ -139,9 +139,9 @@ class TorchBackend : public Backend {
       // whole first stage float32, as fp16 on CUDA keeps it: no better). Outputs return as float32.
       if (precision_ == "bf16")
         setPrecision(module_.get_method("forward").graph(), torch::kBFloat16, float32Convs_);
-      // fp32 on the CPU: the convolutions run by oneDNN directly, the wide 3x3 ones with its Winograd
-      // algorithm (onednn_conv.cc), where the build has it.
-      if (precision_ == "fp32" && device_.is_cpu() && options.onednn)
+      // fp32 and bf16 on the CPU: the convolutions run by oneDNN directly, the wide 3x3 fp32 ones with its
+      // Winograd algorithm (onednn_conv.cc), where the build has it.
+      if ((precision_ == "fp32" || precision_ == "bf16") && device_.is_cpu() && options.onednn)
         onednn_.apply(module_.get_method("forward").graph());
 #ifdef FACEDET_WITH_CUDA
       if (device_.is_cuda()) prepareCuda();

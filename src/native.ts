@@ -30,7 +30,7 @@ export interface NativeLoadOptions {
    */
   uint8Mean?: [number, number, number];
   /**
-   * LibTorch fp32 on the CPU: the convolutions run by oneDNN directly, with weights prepared once and the
+   * LibTorch fp32 and bf16 on the CPU: the convolutions run by oneDNN directly, with weights prepared once and the
    * 3x3 ones with at least 64 input and output channels (followed by a ReLU or nothing) in oneDNN's
    * Winograd algorithm from 64² positions on (float32: results equal up to rounding), where the build has
    * it (`build.onednn`). Default true.
@@ -46,7 +46,7 @@ export interface NativeEngineInfo {
   version: string;
   /** What infer takes: 'float32-nchw', or 'uint8-nhwc' when loaded with uint8Mean. */
   input: 'float32-nchw' | 'uint8-nhwc';
-  /** How many convolutions oneDNN runs directly (LibTorch fp32 on the CPU; 0 otherwise). */
+  /** How many convolutions oneDNN runs directly (LibTorch fp32 and bf16 on the CPU; 0 otherwise). */
   onednn: number;
   /** How many of them are Winograd candidates (3x3, ≥ 64 channels, ReLU or none; from 64² positions on). */
   winograd: number;
