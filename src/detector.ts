@@ -156,7 +156,7 @@ function addonHasOneDnn(): boolean {
 
 /**
  * The backend when none is asked for. On CPU in fp32: for ResNet50, LibTorch when the addon runs its
- * convolutions with oneDNN directly (Debian's LibTorch: `build.onednn`): its engine measured 1.08-1.23x
+ * convolutions with oneDNN directly (Debian's LibTorch: `build.onednn`): its engine measured 1.08-1.24x
  * faster than ONNX Runtime's at 512² and 1.24-1.38x at 1024² (`npm run bench`, README, Performance); otherwise ONNX Runtime when
  * onnxruntime-node is installed and the model has its ONNX file (for MobileNet0.25 the two engines are
  * within a few % of each other up to 1024², and ONNX Runtime's blocking threads share the CPUs with
