@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 // LibTorch's float32 and bfloat16 CPU convolutions run by oneDNN directly, with weights prepared once and
-// Winograd for the wide float32 3x3 ones. oneDNN is the library Debian's LibTorch runs its convolutions with, but LibTorch 1.13
-// always takes the direct algorithm and reorders the weights on every call. Built only where LibTorch
-// links that same shared oneDNN (FACEDET_WITH_ONEDNN); elsewhere the functions below do nothing.
+// Winograd for the wide float32 3x3 ones. oneDNN is the library Debian's LibTorch runs its convolutions with,
+// but LibTorch 1.13 always takes the direct algorithm and reorders the weights on every call. Built only
+// where LibTorch links that same shared oneDNN (FACEDET_WITH_ONEDNN); elsewhere the functions below do
+// nothing.
 #pragma once
 
 #include <torch/script.h>
