@@ -50,6 +50,7 @@ struct InferInput {
   const uint8_t* bytes = nullptr;
   bool packed = true;
   int64_t n = 0, c = 0, h = 0, w = 0;
+  int threads = 0;  // LibTorch on the CPU: this batch's intra-op threads, 0 = the engine's
 };
 
 // One output tensor: float32, contiguous. `owner` keeps `data` alive (for example an at::Tensor),

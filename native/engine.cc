@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <string>
 #include <utility>
@@ -59,6 +60,19 @@ std::string shapeString(const std::vector<int64_t>& dims) {
   return s + "]";
 }
 
+// A number as JS prints it, near enough for a message: "3", "1.5", "NaN", "Infinity".
+std::string numberText(double x) {
+  if (std::isnan(x)) return "NaN";
+  if (std::isinf(x)) return x > 0 ? "Infinity" : "-Infinity";
+  char text[32];
+  double back = 0;
+  for (int digits = 1; digits <= 17; ++digits) {  // the shortest text that reads back as x
+    std::snprintf(text, sizeof(text), "%.*g", digits, x);
+    if (std::sscanf(text, "%lf", &back) == 1 && back == x) break;
+  }
+  return text;
+}
+
 // Reads `shape` as `rank` positive integers, naming the argument in every error.
 std::vector<int64_t> readShape(Napi::Env env, const Napi::Value& value, size_t rank, const char* expected) {
   const std::string what = std::string("infer(shape): expected ") + expected;
@@ -75,9 +89,7 @@ std::vector<int64_t> readShape(Napi::Env env, const Napi::Value& value, size_t r
     }
     const double x = d.As<Napi::Number>().DoubleValue();
     if (!std::isfinite(x) || x != std::floor(x) || x < 1) {
-      throw Napi::RangeError::New(env, what + ", got " +
-                                           (std::isnan(x) ? std::string("NaN") : std::to_string(x)) +
-                                           " at index " + std::to_string(i));
+      throw Napi::RangeError::New(env, what + ", got " + numberText(x) + " at index " + std::to_string(i));
     }
     dims.push_back(static_cast<int64_t>(x));
   }
@@ -310,8 +322,7 @@ int optionalInt(Napi::Env env, const Napi::Object& o, const char* key, int fallb
   if (!std::isfinite(x) || x != std::floor(x) || x < min || x > max) {
     throw Napi::RangeError::New(env, std::string("Engine.load(options.") + key +
                                          "): expected an integer between " + std::to_string(min) + " and " +
-                                         std::to_string(max) + ", got " +
-                                         (std::isnan(x) ? std::string("NaN") : std::to_string(x)));
+                                         std::to_string(max) + ", got " + numberText(x));
   }
   return static_cast<int>(x);
 }
@@ -455,6 +466,17 @@ Napi::Value Engine::Infer(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env,
                                "infer(input): expected a Float32Array or an array of Float32Array, got " +
                                    (info.Length() < 1 ? std::string("nothing") : typeName(data)));
+  }
+  if (info.Length() > 2 && !info[2].IsUndefined()) {
+    const int most = std::max(1, info_.threads);
+    if (!info[2].IsNumber())
+      throw Napi::TypeError::New(env, "infer(threads): expected an integer, got " + typeName(info[2]));
+    const double x = info[2].As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(x) || x != std::floor(x) || x < 1 || x > most) {
+      throw Napi::RangeError::New(env, "infer(threads): expected an integer between 1 and " +
+                                           std::to_string(most) + ", got " + numberText(x));
+    }
+    input.threads = static_cast<int>(x);
   }
   ++inFlight_;
   auto* worker = new InferWorker(env, this, model_, std::move(input), data);

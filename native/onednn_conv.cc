@@ -18,6 +18,7 @@
 #include "backend.h"
 
 #ifdef FACEDET_WITH_ONEDNN
+#include <ATen/Parallel.h>
 #include <c10/core/CPUAllocator.h>
 #include <torch/csrc/jit/ir/constants.h>
 #include <torch/csrc/jit/ir/ir.h>
@@ -49,7 +50,7 @@ dnnl::engine& cpuEngine() {
   return engine;
 }
 
-// How one convolution runs for one input shape [n, h, w].
+// How one convolution runs for one input shape [n, h, w] with one number of threads.
 struct Plan {
   bool onednn = false;    // false: oneDNN has no kernel worth taking; LibTorch runs it
   bool winograd = false;  // Winograd: src and dst in oneDNN's blocked layouts, reordered from and to NHWC
@@ -70,7 +71,7 @@ struct Convolution {
   bool activation = false;
   float slope = 0;  // LeakyReLU's negative slope (0: ReLU)
   std::mutex mutex;
-  std::map<std::array<int64_t, 3>, std::shared_ptr<const Plan>> plans;
+  std::map<std::array<int64_t, 4>, std::shared_ptr<const Plan>> plans;  // by [n, h, w, threads]
   // Weights by layout: shapes whose kernels want the same layout share them.
   std::vector<std::pair<memory::desc, memory>> weights;
 
@@ -80,9 +81,10 @@ struct Convolution {
     return (in + 2 * padding[axis] - weight.size(2 + axis)) / stride[axis] + 1;
   }
 
+  // Per thread count too: oneDNN fixes a primitive's threads when it makes it (infer's `threads`).
   std::shared_ptr<const Plan> plan(int64_t n, int64_t h, int64_t w) {
     std::lock_guard<std::mutex> lock(mutex);
-    auto& slot = plans[{n, h, w}];
+    auto& slot = plans[{n, h, w, static_cast<int64_t>(at::get_num_threads())}];
     if (!slot) slot = makePlan(n, h, w);
     return slot;
   }

@@ -93,6 +93,25 @@ OutputTensor toOutput(torch::Tensor t) {
   return out;
 }
 
+// A function of LibTorch's OpenMP runtime (libgomp, or a runtime with libgomp's entry points), reached
+// through LibTorch's own library, whose dependencies dlsym searches: the addon is not built with OpenMP, so
+// ATen's inline parallel_for would run on the calling thread alone. nullptr where there is none.
+void* openmpFunction(const char* name) {
+#ifdef __linux__
+  Dl_info where;
+  if (dladdr(reinterpret_cast<void*>(&at::get_num_threads), &where) == 0 || where.dli_fname == nullptr)
+    return nullptr;
+  void* torchLibrary = dlopen(where.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+  if (torchLibrary == nullptr) return nullptr;
+  void* function = dlsym(torchLibrary, name);
+  dlclose(torchLibrary);  // still loaded: the addon links it
+  return function;
+#else
+  (void)name;
+  return nullptr;
+#endif
+}
+
 class TorchBackend : public Backend {
  public:
   explicit TorchBackend(const LoadOptions& options)
@@ -168,6 +187,8 @@ class TorchBackend : public Backend {
       if (device_.is_cpu()) pinTeam();
       threadsInitialised = true;
     }
+    if (device_.is_cpu())
+      useThreads(input.threads > 0 && input.threads < threads_ ? input.threads : threads_);
     InferOutput result;
     try {
 #ifdef FACEDET_WITH_CUDA
@@ -243,18 +264,11 @@ class TorchBackend : public Backend {
       if (CPU_ISSET(cpu, &allowed)) cpus.push_back(cpu);
     }
     if (threads_ < 2 || static_cast<size_t>(threads_) < cpus.size()) return;
-    // The team is LibTorch's: reach its OpenMP runtime (libgomp, or a runtime with libgomp's entry
-    // points) through LibTorch's own library, whose dependencies dlsym searches. The addon is not
-    // built with OpenMP, so ATen's inline parallel_for would run on this thread alone.
-    Dl_info where;
-    if (dladdr(reinterpret_cast<void*>(&at::get_num_threads), &where) == 0 || where.dli_fname == nullptr)
-      return;
-    void* torchLibrary = dlopen(where.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
-    if (torchLibrary == nullptr) return;
+    // The team is LibTorch's OpenMP runtime's.
     using Parallel = void (*)(void (*)(void*), void*, unsigned, unsigned);
     using ThreadNum = int (*)();
-    const auto parallel = reinterpret_cast<Parallel>(dlsym(torchLibrary, "GOMP_parallel"));
-    const auto threadNum = reinterpret_cast<ThreadNum>(dlsym(torchLibrary, "omp_get_thread_num"));
+    const auto parallel = reinterpret_cast<Parallel>(openmpFunction("GOMP_parallel"));
+    const auto threadNum = reinterpret_cast<ThreadNum>(openmpFunction("omp_get_thread_num"));
     if (parallel != nullptr && threadNum != nullptr) {
       struct Team {
         const std::vector<int>* cpus;
@@ -271,8 +285,22 @@ class TorchBackend : public Backend {
           },
           &team, static_cast<unsigned>(threads_), 0);
     }
-    dlclose(torchLibrary);
 #endif
+  }
+
+  // Sets how many threads this thread's OpenMP team runs the next batch with (infer's `threads`): the
+  // OpenMP setting alone, read by ATen's parallel loops and by oneDNN (whose convolutions are planned per
+  // thread count); at::set_num_threads would also rebuild LibTorch's pthreadpool on every change. Where
+  // LibTorch's threads are not OpenMP's, every batch runs with all of them.
+  void useThreads(int threads) const {
+    static thread_local int current = 0;
+    if (current == 0) current = threads_;
+    if (threads == current) return;
+    using SetNumThreads = void (*)(int);
+    static const auto setNumThreads = reinterpret_cast<SetNumThreads>(openmpFunction("omp_set_num_threads"));
+    if (setNumThreads == nullptr) return;
+    setNumThreads(threads);
+    current = threads;
   }
 
   // The batch as a CPU tensor: a view of the JS memory when packed, one copy otherwise.

@@ -99,6 +99,11 @@ export interface BatchTimings {
   packMs: number;
   inferMs: number;
   postprocessMs: number;
+  /**
+   * The intra-op threads the batch's network was given (the engine's own count unless fewer were
+   * asked for: see `FaceDetector`'s thread policy; engines other than LibTorch on the CPU use all theirs).
+   */
+  threads: number;
 }
 
 export interface DetectorInfo {
@@ -155,14 +160,16 @@ function addonHasOneDnn(): boolean {
 }
 
 /**
- * The backend when none is asked for. On CPU in fp32: for ResNet50, LibTorch when the addon runs its
- * convolutions with oneDNN directly (Debian's LibTorch: `build.onednn`): its engine measured 1.08-1.24x
- * faster than ONNX Runtime's at 512² and 1.24-1.38x at 1024² (`npm run bench`, README, Performance); otherwise ONNX Runtime when
- * onnxruntime-node is installed and the model has its ONNX file (for MobileNet0.25 the two engines are
- * within a few % of each other up to 1024², and ONNX Runtime's blocking threads share the CPUs with
- * decoding better under load). In int8 likewise with model.int8.onnx: the only int8 file for ResNet50, and
- * for MobileNet0.25 within the noise of LibTorch's model.int8.pt (scripts/precision_report.ts). Otherwise
- * the native LibTorch addon (CUDA, fp16, or no onnxruntime-node).
+ * The backend when none is asked for. On CPU in fp32: LibTorch when the addon runs its convolutions with
+ * oneDNN directly (Debian's LibTorch: `build.onednn`). Its engine measured 1.08-1.24x faster than ONNX
+ * Runtime's for ResNet50 at 512² and 1.24-1.38x at 1024², and for MobileNet0.25, with its score softmax
+ * and pixel conversion made cheap and its threads given up to decoding under load (`threadsFor`), its
+ * whole path at 512² 7.3 ms against ONNX Runtime's 8.2 and the server (1080p JPEGs) 36-37 against
+ * 31-35 requests/s at 1 at a time, 41.6-42.8 against 40.6 at 4 and 8 (`npm run bench`,
+ * `npm run bench:load`; README, Performance). Otherwise ONNX Runtime when onnxruntime-node is installed
+ * and the model has its ONNX file. In int8 likewise with model.int8.onnx: the only int8 file for ResNet50,
+ * and for MobileNet0.25 within the noise of LibTorch's model.int8.pt (scripts/precision_report.ts).
+ * Otherwise the native LibTorch addon (CUDA, fp16, or no onnxruntime-node).
  */
 export function defaultBackend(
   model: ModelSource,
@@ -172,7 +179,7 @@ export function defaultBackend(
   const { files } = model.card;
   const file = precision === 'fp32' ? files.onnx : precision === 'int8' ? files.onnx_int8 : undefined;
   if (device !== 'cpu' || !file) return 'torch';
-  if (precision === 'fp32' && model.card.backbone === 'resnet50' && addonHasOneDnn()) return 'torch';
+  if (precision === 'fp32' && addonHasOneDnn()) return 'torch';
   return onnxRuntimeVersion() !== undefined && fs.existsSync(path.join(model.dir, file))
     ? 'onnxruntime'
     : 'torch';
@@ -303,7 +310,13 @@ export class FaceDetector {
   private readonly spareTensors: (Float32Array | Uint8Array)[] = [];
   /** The engine takes the decoded pixels (uint8 NHWC) and converts them in its model. */
   private readonly uint8Input: boolean;
+  private readonly engineThreads: number;
+  /** The engine can run a batch with fewer of its threads (LibTorch on the CPU). */
+  private readonly threadsPerRun: boolean;
   private admitted = 0;
+  /** Running averages (ms) for the thread policy: decoding one image, and the network's CPU time per image. */
+  private decodeMsAverage = 0;
+  private networkCpuMsAverage = 0;
   private idleWaiters: (() => void)[] = [];
   private disposing: Promise<void> | undefined;
 
@@ -317,7 +330,10 @@ export class FaceDetector {
     const config: AnchorConfig = { minSizes: a.min_sizes, steps: a.steps, variances: a.variances };
     this.anchors = new AnchorCache(config);
     this.decodeSlots = new Semaphore(options.decodeConcurrency);
-    this.uint8Input = engine.info().input === 'uint8-nhwc';
+    const info = engine.info();
+    this.uint8Input = info.input === 'uint8-nhwc';
+    this.engineThreads = info.threads;
+    this.threadsPerRun = info.backend === 'torch' && info.device === 'cpu';
     this.batcher = new Batcher<Job, Face[] | Error>((jobs, queueMs) => this.runBatch(jobs, queueMs), {
       maxBatchSize: options.maxBatchSize,
       maxQueueDelayMs: options.maxQueueDelayMs,
@@ -471,9 +487,10 @@ export class FaceDetector {
     // The tensor is this batch's own: an engine on another thread may take it without a copy. When
     // these are the only images admitted, nothing else of ours needs the CPUs during the run.
     const exclusive = this.admitted === jobs.length;
+    const threads = this.threadsFor(jobs.length);
     let outputs: RawOutputs;
     try {
-      outputs = await this.engine.infer(tensor, shape, { transfer: true, exclusive });
+      outputs = await this.engine.infer(tensor, shape, { transfer: true, exclusive, threads });
     } catch (error) {
       this.keepSpare(tensor);
       throw error;
@@ -481,6 +498,9 @@ export class FaceDetector {
     // The native addon is done with the array once the call settles; ONNX Runtime's worker hands it back.
     this.keepSpare(outputs.input ?? tensor);
     const t2 = performance.now();
+    const average = (current: number, x: number) => (current === 0 ? x : current + 0.2 * (x - current));
+    for (const job of jobs) this.decodeMsAverage = average(this.decodeMsAverage, job.decodeMs);
+    this.networkCpuMsAverage = average(this.networkCpuMsAverage, (outputs.inferMs * threads) / jobs.length);
     const anchors = this.anchors.get(shape[2], shape[3]);
     const results = jobs.map(({ image, options }, index) => {
       try {
@@ -505,8 +525,26 @@ export class FaceDetector {
       packMs: t1 - t0,
       inferMs: t2 - t1,
       postprocessMs: t3 - t2,
+      threads,
     });
     return results;
+  }
+
+  /**
+   * How many threads a batch's network gets. With nothing else admitted, all of them. Under load (other
+   * images admitted), every image must also be decoded, on the same cores: a network on every core then
+   * shares them with the decoders, and its threads wait at each operator for the one a decoder displaced.
+   * So it gets the share of the T cores that balances the two, T x N / (N + D), rounded, for the
+   * network's CPU time per image N (its time x its threads) and an image's decoding time D (running
+   * averages). MobileNet0.25 on 1080p JPEGs (N ≈ 20-24 ms, D ≈ 12-17 ms), 2 CPUs, 4 or 8 requests at a
+   * time: 1 thread of 2; 38.5-40.2 requests/s with 2 threads, 42-44 with 1. ResNet50 (N is 20-40x D)
+   * keeps all. Engines that cannot change their threads per run (ONNX Runtime, CUDA) always use all theirs.
+   */
+  private threadsFor(batchSize: number): number {
+    const all = this.engineThreads;
+    if (!this.threadsPerRun || this.admitted <= batchSize || this.networkCpuMsAverage === 0) return all;
+    const network = this.networkCpuMsAverage;
+    return Math.min(all, Math.max(1, Math.round((all * network) / (network + this.decodeMsAverage))));
   }
 
   /** An unused batch tensor of this type and length, if one is kept. */

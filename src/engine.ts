@@ -39,6 +39,11 @@ export interface InferOptions {
    * `spinning: 'exclusive'`, its default). Other engines ignore it.
    */
   exclusive?: boolean;
+  /**
+   * At most this many of the engine's intra-op threads for this run (1 to `info().threads`): LibTorch on
+   * the CPU. Other engines ignore it.
+   */
+  threads?: number;
 }
 
 export interface InferenceEngine {
@@ -116,14 +121,19 @@ export class NativeInferenceEngine implements InferenceEngine {
     }
   }
 
-  async infer(input: Float32Array | Uint8Array, shape: Shape4, _options?: InferOptions): Promise<RawOutputs> {
+  async infer(input: Float32Array | Uint8Array, shape: Shape4, options?: InferOptions): Promise<RawOutputs> {
     const callSite = new Error();
     if (this.native.disposed)
       throw withCallSite(new FacedetError('engine_disposed', 'the engine is disposed'), callSite);
     if (this.uint8) validateBatchOf(Uint8Array, input, shape);
     else validateBatch(input, shape);
+    const threads = options?.threads;
+    const most = Math.max(1, this.native.info().threads);
+    if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= most)) {
+      throw invalidParameterError('threads', `integer between 1 and ${most}`, threads);
+    }
     try {
-      return await this.native.infer(input, shape);
+      return await this.native.infer(input, shape, threads);
     } catch (error) {
       const message = (error as Error)?.message ?? String(error);
       throw withCallSite(new FacedetError('inference_failed', message, { cause: error }), callSite);

@@ -73,10 +73,15 @@ export interface RawOutputs {
 export interface NativeEngine {
   /**
    * One packed NCHW batch (or NHWC bytes, see uint8Mean), or one CHW array per image (shape [c, h, w]).
-   * Runs on a worker thread.
+   * Runs on a worker thread; LibTorch on the CPU with `threads` (1 to `info().threads`) of its intra-op
+   * threads if given, all of them otherwise (other backends ignore it).
    */
-  infer(input: Float32Array | Uint8Array, shape: [number, number, number, number]): Promise<RawOutputs>;
-  infer(input: Float32Array[], shape: [number, number, number]): Promise<RawOutputs>;
+  infer(
+    input: Float32Array | Uint8Array,
+    shape: [number, number, number, number],
+    threads?: number,
+  ): Promise<RawOutputs>;
+  infer(input: Float32Array[], shape: [number, number, number], threads?: number): Promise<RawOutputs>;
   /** Resolves once every batch in flight has finished and the model is released. */
   dispose(): Promise<void>;
   info(): NativeEngineInfo;

@@ -255,11 +255,13 @@ behaviour('dispose() lets detections in flight finish, then refuses new ones', a
 
 behaviour('info() reports the engine and the model card', () => {
   const info = detector.info();
-  // on CPU in fp32 the default is ONNX Runtime when it is installed (it is, as an optional dependency)
-  assert.is(info.engine.backend, 'onnxruntime');
-  assert.is(info.options.backend, 'onnxruntime');
+  // On CPU in fp32 the default is LibTorch where the addon runs its convolutions with oneDNN directly,
+  // ONNX Runtime otherwise (installed as an optional dependency).
+  const backend = loadBinding().build.onednn !== undefined ? 'torch' : 'onnxruntime';
+  assert.is(info.engine.backend, backend);
+  assert.is(info.options.backend, backend);
   assert.is(info.engine.device, 'cpu');
-  // model.u8.onnx: the preprocessing runs inside ONNX Runtime, the detector packs the decoded pixels
+  // Either takes the decoded pixels: LibTorch converts them in the addon, ONNX Runtime in model.u8.onnx.
   assert.is(info.engine.input, 'uint8-nhwc');
   assert.is(info.model.backbone, 'mobilenet0.25');
   assert.is(info.model.synthetic, false);
@@ -278,16 +280,60 @@ behaviour(
     for (const file of ['model.json', card.files.onnx, card.files.torchscript]) {
       fs.copyFileSync(path.join(modelDir, file), path.join(dir, file));
     }
-    const float = await FaceDetector.create({ model: dir, warmup: [] });
+    const options = { backend: 'onnxruntime' as const, warmup: [] };
+    const [float, bytes] = await Promise.all([
+      FaceDetector.create({ model: dir, ...options }),
+      FaceDetector.create({ model: modelDir, ...options }),
+    ]);
     try {
       assert.is(float.info().engine.input, 'float32-nchw');
+      assert.is(bytes.info().engine.input, 'uint8-nhwc');
       const image = seed('diverse_group.jpg');
-      const a = (await detector.detect(image)) as ImageResult;
+      const a = (await bytes.detect(image)) as ImageResult;
       const b = (await float.detect(image)) as ImageResult;
       assert.ok(a.faces.length > 0);
       assert.equal(b.faces, a.faces);
     } finally {
-      await float.dispose();
+      await Promise.all([float.dispose(), bytes.dispose()]);
+    }
+  },
+);
+
+behaviour(
+  'LibTorch on the CPU: one image at a time runs on every thread; under load with images whose decoding costs like the network, on fewer (same faces)',
+  async () => {
+    const batches: { threads: number; size: number }[] = [];
+    const torch = await FaceDetector.create({
+      model: modelDir,
+      backend: 'torch',
+      threads: 2,
+      warmup: [],
+      onBatch: (b) => batches.push({ threads: b.threads, size: b.size }),
+    });
+    try {
+      // A 1080p JPEG: decoding it (≈ 12 ms) costs about what the network does on 1080x608 (2 threads).
+      const image = await sharp(seed('diverse_group.jpg'))
+        .resize(1920, 1080, { fit: 'cover' })
+        .jpeg({ quality: 90 })
+        .toBuffer();
+      const alone = (await torch.detect(image)) as ImageResult;
+      for (let i = 0; i < 3; i++) await torch.detect(image);
+      assert.equal(
+        batches.map((b) => b.threads),
+        [2, 2, 2, 2],
+      );
+      batches.length = 0;
+      const results: ImageResult[] = [];
+      const client = async () => {
+        for (let i = 0; i < 10; i++) results.push((await torch.detect(image)) as ImageResult);
+      };
+      await Promise.all([client(), client(), client(), client()]);
+      const fewer = batches.filter((b) => b.threads === 1).length;
+      assert.ok(fewer > batches.length / 2, `batches on 1 thread: ${fewer} of ${batches.length}`);
+      assert.ok(alone.faces_count > 0);
+      for (const r of results) assert.equal(r.faces, alone.faces);
+    } finally {
+      await torch.dispose();
     }
   },
 );

@@ -163,14 +163,19 @@ test("int8 keeps LibTorch's convolutions; engines released one by one keep the o
   await second.dispose();
 });
 
-test('a detector for ResNet50 in fp32 on the CPU picks LibTorch when the addon has them, else ONNX Runtime', async () => {
-  const detector = await FaceDetector.create({ model: resnet, warmup: [] });
-  try {
-    const { engine } = detector.info();
-    assert.is(engine.backend, built ? 'torch' : 'onnxruntime');
-    if (built) assert.is(engine.onednn, 82);
-  } finally {
-    await detector.dispose();
+test('a detector in fp32 on the CPU picks LibTorch when the addon has them, else ONNX Runtime', async () => {
+  for (const [model, convolutions] of [
+    [resnet, 82],
+    [mobilenet, 56],
+  ] as const) {
+    const detector = await FaceDetector.create({ model, warmup: [] });
+    try {
+      const { engine } = detector.info();
+      assert.is(engine.backend, built ? 'torch' : 'onnxruntime', model);
+      if (built) assert.is(engine.onednn, convolutions);
+    } finally {
+      await detector.dispose();
+    }
   }
 });
 
