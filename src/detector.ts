@@ -32,8 +32,9 @@ export interface FaceDetectorOptions {
    */
   precision?: Precision;
   /**
-   * 'torch' (default: the LibTorch addon), 'tensorrt' (when the addon was built with TensorRT) or
-   * 'onnxruntime' (CPU, fp32: model.onnx through the optional onnxruntime-node package, on a worker thread).
+   * 'torch' (the LibTorch addon), 'tensorrt' (when the addon was built with TensorRT) or 'onnxruntime'
+   * (CPU, fp32 or int8: model.onnx through the optional onnxruntime-node package, on a worker thread).
+   * Default: see `defaultBackend`.
    */
   backend?: 'torch' | 'tensorrt' | 'onnxruntime';
   /** LibTorch intra-op threads; default: the number of CPUs available. Process-wide in LibTorch. */
