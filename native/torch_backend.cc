@@ -293,8 +293,8 @@ class TorchBackend : public Backend {
   // thread count); at::set_num_threads would also rebuild LibTorch's pthreadpool on every change. Where
   // LibTorch's threads are not OpenMP's, every batch runs with all of them.
   void useThreads(int threads) const {
-    static thread_local int current = 0;
-    if (current == 0) current = threads_;
+    static thread_local int current = 0;  // this thread's OpenMP setting (engines share the thread)
+    if (current == 0) current = at::get_num_threads();
     if (threads == current) return;
     using SetNumThreads = void (*)(int);
     static const auto setNumThreads = reinterpret_cast<SetNumThreads>(openmpFunction("omp_set_num_threads"));

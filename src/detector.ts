@@ -165,9 +165,9 @@ function addonHasOneDnn(): boolean {
  * oneDNN directly (Debian's LibTorch: `build.onednn`). Its engine measured 1.08-1.24x faster than ONNX
  * Runtime's for ResNet50 at 512² and 1.24-1.38x at 1024², and for MobileNet0.25, with its score softmax
  * and pixel conversion made cheap and its threads given up to decoding under load (`threadsFor`), its
- * whole path at 512² 7.3 ms against ONNX Runtime's 8.2 and the server (1080p JPEGs) 36-37 against
- * 31-35 requests/s at 1 at a time, 41.6-42.8 against 40.6 at 4 and 8 (`npm run bench`,
- * `npm run bench:load`; README, Performance). Otherwise ONNX Runtime when onnxruntime-node is installed
+ * whole path at 512² 7.98-8.12 ms against ONNX Runtime's 8.02-8.86 (1024²: 24.4 against 26.9-28.1) and
+ * the server (1080p JPEGs) 36.1 against 33.4 requests/s at 1 at a time, 42.8 against 41.2 at 4 and 42.3
+ * against 38.9 at 8 (`npm run bench`, `npm run bench:load`; README, Performance). Otherwise ONNX Runtime when onnxruntime-node is installed
  * and the model has its ONNX file. In int8 likewise with model.int8.onnx: the only int8 file for ResNet50,
  * and for MobileNet0.25 within the noise of LibTorch's model.int8.pt (scripts/precision_report.ts).
  * Otherwise the native LibTorch addon (CUDA, fp16, or no onnxruntime-node).
