@@ -102,9 +102,13 @@ export function validateBatchOf<T extends Float32Array | Uint8Array>(
 /** The native LibTorch (or TensorRT) engine. */
 export class NativeInferenceEngine implements InferenceEngine {
   private readonly uint8: boolean;
+  /** The most threads a run may ask for: the engine's. */
+  private readonly threads: number;
 
   private constructor(private readonly native: NativeEngine) {
-    this.uint8 = native.info().input === 'uint8-nhwc';
+    const info = native.info();
+    this.uint8 = info.input === 'uint8-nhwc';
+    this.threads = Math.max(1, info.threads);
   }
 
   static async load(options: EngineLoadOptions): Promise<NativeInferenceEngine> {
@@ -128,9 +132,8 @@ export class NativeInferenceEngine implements InferenceEngine {
     if (this.uint8) validateBatchOf(Uint8Array, input, shape);
     else validateBatch(input, shape);
     const threads = options?.threads;
-    const most = Math.max(1, this.native.info().threads);
-    if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= most)) {
-      throw invalidParameterError('threads', `integer between 1 and ${most}`, threads);
+    if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= this.threads)) {
+      throw invalidParameterError('threads', `integer between 1 and ${this.threads}`, threads);
     }
     try {
       return await this.native.infer(input, shape, threads);
