@@ -206,7 +206,10 @@ const serveCommand: Command = {
     }
     // Loaded here so that the other commands do not load Koa.
     const { startServer } = await import('./server/server.js');
+    const { tuneHeapGrowth } = await import('./server/heap.js');
+    const heapGrowingPercent = tuneHeapGrowth();
     const running = await startServer({ config });
+    running.logger.info({ heapGrowingPercent: heapGrowingPercent ?? null }, 'v8 heap growth');
     return new Promise<number>((resolve) => {
       let code = 0;
       const stop = (reason: string) => {
