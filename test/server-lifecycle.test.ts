@@ -356,7 +356,7 @@ shutdown(
     };
     const tuned = await run([]);
     const own = await run(['--heap-growing-percent=0']);
-  assert.is(tuned.heapGrowingPercent, 300);
+    assert.is(tuned.heapGrowingPercent, 300);
     assert.is(own.heapGrowingPercent, null);
     assert.ok(
       own.major >= 6 && tuned.major * 3 <= own.major,
