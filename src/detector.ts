@@ -18,7 +18,14 @@ import {
 } from './model';
 import { AnchorCache, type AnchorConfig, type Face, decodeFaces, toFaces } from './postprocess';
 import { type Precision, loadBinding } from './native';
-import { type DecodedImage, type ImageInput, decodeImage, packBatch, packBatchUint8 } from './preprocess';
+import {
+  type DecodedImage,
+  type ImageInput,
+  type JpegDecoder,
+  decodeImage,
+  packBatch,
+  packBatchUint8,
+} from './preprocess';
 
 export interface FaceDetectorOptions {
   /** Model folder written by `facedet export` (default: $FACEDET_MODEL, else models/retinaface-mobilenet0.25). */
@@ -95,8 +102,10 @@ export interface BatchTimings {
   size: number;
   shape: [number, number, number, number];
   queueMs: number[];
-  /** Time each image took to decode and resize (sharp), ms. */
+  /** Time each image took to decode and resize, ms. */
   decodeMs: number[];
+  /** Who decoded each image: the JPEG fast path (see `DetectorInfo.jpegDecoder`) or sharp. */
+  decoders: ('libjpeg-turbo' | 'sharp')[];
   packMs: number;
   inferMs: number;
   postprocessMs: number;
@@ -109,6 +118,12 @@ export interface BatchTimings {
 
 export interface DetectorInfo {
   engine: EngineInfo;
+  /**
+   * Who decodes JPEGs that need no resizing: 'libjpeg-turbo X.Y.Z' (the native addon's fast path, with
+   * the torch and tensorrt backends when it was built with libjpeg-turbo), otherwise 'sharp'. Every other
+   * image is decoded by sharp.
+   */
+  jpegDecoder: string;
   model: ModelCard;
   modelDir: string;
   options: Required<Omit<FaceDetectorOptions, 'model' | 'onBatch' | 'cacheDir' | 'warmup'>>;
@@ -326,6 +341,7 @@ export class FaceDetector {
     private readonly model: ModelSource,
     private readonly options: DetectorInfo['options'],
     private readonly onBatch: FaceDetectorOptions['onBatch'],
+    private readonly jpeg: { decode: JpegDecoder; name: string } | undefined,
   ) {
     const a = model.card.anchors;
     const config: AnchorConfig = { minSizes: a.min_sizes, steps: a.steps, variances: a.variances };
@@ -389,7 +405,14 @@ export class FaceDetector {
             // On the CPU LibTorch takes the decoded pixels and converts them itself (see the README).
             ...(backend === 'torch' && cpu ? { uint8Mean: model.card.input.mean } : {}),
           });
-    const detector = new FaceDetector(engine, model, resolved, options.onBatch);
+    // The addon's engines have its JPEG fast path at hand (ONNX Runtime's do not load the addon).
+    const binding = backend === 'onnxruntime' ? undefined : loadBinding();
+    const decodeJpeg = binding?.decodeJpeg;
+    const jpeg = decodeJpeg && {
+      decode: (input: Uint8Array, output: Uint8Array) => decodeJpeg(input, output),
+      name: `libjpeg-turbo ${binding.build.jpeg}`,
+    };
+    const detector = new FaceDetector(engine, model, resolved, options.onBatch, jpeg);
     const bucket = cpu ? 32 : resolved.padMultiple;
     const side = Math.ceil(Math.max(32, Math.min(resolved.maxSize || 640, 1088)) / bucket) * bucket;
     await detector.warmup(options.warmup ?? [[side, side]]);
@@ -465,7 +488,11 @@ export class FaceDetector {
       await this.decodeSlots.acquire();
       const started = performance.now();
       try {
-        image = await decodeImage(input, { maxSize, maxPixels: this.options.maxPixels });
+        image = await decodeImage(input, {
+          maxSize,
+          maxPixels: this.options.maxPixels,
+          jpeg: this.jpeg?.decode,
+        });
       } finally {
         this.decodeSlots.release();
       }
@@ -523,6 +550,7 @@ export class FaceDetector {
       shape,
       queueMs,
       decodeMs: jobs.map((j) => j.decodeMs),
+      decoders: jobs.map((j) => j.image.decodedBy ?? 'sharp'),
       packMs: t1 - t0,
       inferMs: t2 - t1,
       postprocessMs: t3 - t2,
@@ -579,6 +607,7 @@ export class FaceDetector {
   info(): DetectorInfo {
     return {
       engine: this.engine.info(),
+      jpegDecoder: this.jpeg?.name ?? 'sharp',
       model: this.model.card,
       modelDir: this.model.dir,
       options: { ...this.options },

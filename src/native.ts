@@ -97,8 +97,15 @@ export interface NativeBinding {
     onednn?: string;
     backends: string[];
     cuda: boolean;
+    /** libjpeg-turbo's version, when the addon was built with the JPEG fast path (native/jpeg.cc). */
+    jpeg?: string;
   };
   cudaDeviceCount(): number;
+  /**
+   * Decodes a plain JPEG into `output` on libuv's pool (see preprocess's JpegDecoder): null when it did,
+   * else why not. Present when `build.jpeg` is.
+   */
+  decodeJpeg?(input: Uint8Array, output: Uint8Array): Promise<string | null>;
 }
 
 const packageRoot = path.resolve(__dirname, '..');

@@ -19,12 +19,14 @@ export interface MachineFacts {
   sharp: string;
   libvips: string;
   libtorch: string | null;
+  /** libjpeg-turbo's version in the addon's JPEG fast path, when the run used it (absent in older reports). */
+  jpeg?: string | null;
   onnxruntime: string | null;
   python: Record<string, unknown> | null;
 }
 
 export function machineFacts(
-  runtimes: Pick<MachineFacts, 'libtorch' | 'onnxruntime' | 'python'>,
+  runtimes: Pick<MachineFacts, 'libtorch' | 'jpeg' | 'onnxruntime' | 'python'>,
 ): MachineFacts {
   const { physicalCores, flags } = cpuInfo();
   const wanted = ['avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx_vnni', 'amx_tile'];

@@ -26,7 +26,7 @@ function machineLine(r: BenchReport): string {
       (py
         ? `PyTorch ${py.torch} (Python ${py.python}, NumPy ${py.numpy}, Pillow ${py.pillow}); `
         : 'PyTorch baseline n/a; ') +
-      `sharp ${m.sharp} / libvips ${m.libvips}. **Threads:** ${r.settings.threads} intra-op for every runtime.`,
+      `sharp ${m.sharp} / libvips ${m.libvips}${m.jpeg ? `; libjpeg-turbo ${m.jpeg} (addon)` : ''}. **Threads:** ${r.settings.threads} intra-op for every runtime.`,
   ].join('  \n');
 }
 
@@ -99,6 +99,10 @@ export function markdownReport(r: BenchReport): string {
       `main thread (idle threads spin), same thread count. LibTorch = model.pt frozen, channels-last, its fp32 ` +
       `convolutions run by oneDNN directly (weights prepared once, Winograd for the wide 3x3 ones) where the ` +
       `addon has it (see Runtimes). ` +
+      (r.machine.jpeg
+        ? `In the whole path the LibTorch engines' detector decodes the JPEG with libjpeg-turbo (the addon's JPEG ` +
+          `fast path: the same pixels as sharp's), the ONNX Runtime engine's with sharp. `
+        : '') +
       (ours.includes('torch-bf16')
         ? "LibTorch bf16 = precision 'bf16' (opt-in, CPUs with AVX512-BF16 or AMX): model.pt's weights in " +
           'bfloat16 but for the first convolution; its results differ slightly from fp32 (see the README). '

@@ -316,10 +316,12 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-bench-'));
 
   let libtorch: string | null = null;
+  let jpeg: string | null = null;
   if (options.engines.includes('torch') || options.engines.includes('torch-bf16')) {
     try {
       const { build } = loadBinding();
       libtorch = build.torch + (build.onednn ? ` (fp32 convolutions: oneDNN ${build.onednn} directly)` : '');
+      jpeg = build.jpeg ?? null;
     } catch (error) {
       notes.push(`LibTorch addon unavailable: ${(error as Error).message.split('\n')[0]}`);
       options = { ...options, engines: options.engines.filter((e) => e === 'onnxruntime') };
@@ -357,7 +359,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     }
   }
 
-  const machine = machineFacts({ libtorch, onnxruntime: ortVersion, python: pythonVersions });
+  const machine = machineFacts({ libtorch, jpeg, onnxruntime: ortVersion, python: pythonVersions });
   const env: CellEnv = {
     cpu: machine.cpu,
     cpus: machine.cpus,

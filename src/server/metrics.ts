@@ -25,6 +25,7 @@ export class Metrics {
   readonly images: Counter<'endpoint' | 'outcome'>;
   readonly faces: Counter<'endpoint'>;
   readonly batches: Counter;
+  readonly decoded: Counter<'decoder'>;
   readonly batchSize: Histogram;
   readonly queueDepth: Gauge;
   readonly inferenceDuration: Histogram;
@@ -62,6 +63,12 @@ export class Metrics {
     this.batches = new Counter({
       name: 'facedet_batches_total',
       help: 'native inference batches run',
+      registers,
+    });
+    this.decoded = new Counter({
+      name: 'facedet_images_decoded_total',
+      help: 'images decoded, by decoder: libjpeg-turbo (the JPEG fast path) or sharp',
+      labelNames: ['decoder'],
       registers,
     });
     this.batchSize = new Histogram({
@@ -115,6 +122,7 @@ export class Metrics {
     this.stageDuration.observe({ stage: 'postprocess' }, stats.postprocessMs / 1000);
     for (const ms of stats.queueMs) this.stageDuration.observe({ stage: 'queue_wait' }, ms / 1000);
     for (const ms of stats.decodeMs) this.stageDuration.observe({ stage: 'decode' }, ms / 1000);
+    for (const decoder of stats.decoders) this.decoded.inc({ decoder });
   };
 
   stage(stage: Stage, ms: number): void {

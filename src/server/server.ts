@@ -106,6 +106,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
           model: info.model.name,
           modelDir: info.modelDir,
           engine: info.engine,
+          jpegDecoder: info.jpegDecoder,
           options: info.options,
           ms: Math.round(performance.now() - started),
         },

@@ -1,0 +1,200 @@
+// The JPEG fast path (native/jpeg.cc): libjpeg-turbo decodes the plain JPEGs that need no resizing into
+// exactly sharp's pixels, declines everything sharp would change or complain about, and never takes
+// the process down.
+import fs from 'node:fs';
+import path from 'node:path';
+import sharp from 'sharp';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { FaceDetector } from '../src/detector';
+import { FacedetError } from '../src/errors';
+import { loadBinding } from '../src/native';
+import { type DecodeOptions, decodeImage } from '../src/preprocess';
+import { MOBILENET_DIR, requireModel } from './helpers/model';
+
+const FIXTURES = path.resolve(__dirname, '..', '..', 'shared', 'fixtures');
+const binding = loadBinding();
+const decodeJpeg = binding.decodeJpeg;
+const native: DecodeOptions = { maxSize: 0, maxPixels: 1e8, jpeg: decodeJpeg };
+const viaSharp: DecodeOptions = { maxSize: 0, maxPixels: 1e8 };
+
+function fixtureJpegs(): string[] {
+  const files: string[] = [];
+  for (const folder of ['seed-images', 'dlib-faces', 'wider-val']) {
+    const dir = path.join(FIXTURES, folder);
+    if (!fs.existsSync(dir)) continue;
+    const jpegs = fs
+      .readdirSync(dir, { recursive: true, encoding: 'utf8' })
+      .filter((f) => f.endsWith('.jpg'))
+      .sort()
+      .slice(0, 12);
+    files.push(...jpegs.map((f) => path.join(dir, f)));
+  }
+  return files;
+}
+
+/** A 96x64 photo-like image (gradients and noise), encoded by sharp with `encode`. */
+async function encoded(encode: (s: sharp.Sharp) => sharp.Sharp): Promise<Buffer> {
+  const base = sharp({
+    create: {
+      width: 96,
+      height: 64,
+      channels: 3,
+      background: '#7a5c40',
+      noise: { type: 'gaussian', mean: 120, sigma: 50 },
+    },
+  });
+  return encode(sharp(await base.png().toBuffer())).toBuffer();
+}
+
+/** A JPEG with an EXIF orientation and no ICC profile (sharp's withMetadata adds one). */
+async function orientedJpeg(orientation: number): Promise<Buffer> {
+  const jpeg = await encoded((s) => s.withExif({ IFD0: { Orientation: '1', Copyright: 'test' } }).jpeg());
+  // libexif writes the tag little-endian: 0x0112, SHORT, count 1, then the value.
+  const entry = jpeg.indexOf(Buffer.from([0x12, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00]));
+  assert.ok(entry > 0, 'no orientation entry in the EXIF sharp wrote');
+  jpeg[entry + 8] = orientation;
+  return jpeg;
+}
+
+const pixels = suite('jpeg fast path: the same pixels as sharp');
+
+pixels('the build has it (libjpeg-turbo found by CMake)', () => {
+  assert.type(decodeJpeg, 'function', 'built without libjpeg-turbo: install libjpeg-dev and rebuild');
+  assert.match(binding.build.jpeg ?? '', /^\d+\.\d+\.\d+$/);
+});
+
+pixels(
+  'fixture photos: byte for byte what sharp decodes, and nearly all of them decoded natively',
+  async () => {
+    const files = fixtureJpegs();
+    assert.ok(files.length >= 15, `only ${files.length} fixture JPEGs`);
+    let decoded = 0;
+    for (const file of files) {
+      const bytes = fs.readFileSync(file);
+      const a = await decodeImage(bytes, native);
+      const b = await decodeImage(bytes, viaSharp);
+      assert.equal([a.width, a.height], [b.width, b.height], file);
+      assert.ok(a.data.equals(b.data), `${file}: pixels differ from sharp's`);
+      assert.is(b.decodedBy, undefined);
+      if (a.decodedBy === 'libjpeg-turbo') decoded++;
+    }
+    assert.ok(decoded >= files.length - 2, `${decoded} of ${files.length} decoded natively`);
+  },
+);
+
+pixels(
+  'progressive, greyscale, 4:4:4, EXIF with orientation 1: decoded natively, equal to sharp',
+  async () => {
+    const cases = {
+      progressive: (s: sharp.Sharp) => s.jpeg({ progressive: true }),
+      greyscale: (s: sharp.Sharp) => s.greyscale().jpeg(),
+      '4:4:4': (s: sharp.Sharp) => s.jpeg({ chromaSubsampling: '4:4:4' }),
+      'EXIF, orientation 1': (s: sharp.Sharp) =>
+        s.withExif({ IFD0: { Orientation: '1', Copyright: 'test' } }).jpeg(),
+    };
+    for (const [name, encode] of Object.entries(cases)) {
+      const bytes = await encoded(encode);
+      const a = await decodeImage(bytes, native);
+      const b = await decodeImage(bytes, viaSharp);
+      assert.is(a.decodedBy, 'libjpeg-turbo', name);
+      assert.ok(a.data.equals(b.data), `${name}: pixels differ from sharp's`);
+    }
+  },
+);
+
+const declines = suite('jpeg fast path: declines what sharp would change or refuse');
+
+declines('EXIF rotation, an ICC profile, CMYK: left to sharp, which rotates and converts them', async () => {
+  const cases = {
+    'EXIF orientation 6': [() => orientedJpeg(6), /EXIF orientation/],
+    'ICC profile': [() => encoded((s) => s.withIccProfile('p3').jpeg()), /ICC profile/],
+    CMYK: [() => encoded((s) => s.toColourspace('cmyk').jpeg()), /colour space/],
+  } as const;
+  for (const [name, [encode, reason]] of Object.entries(cases)) {
+    const bytes = await encode();
+    const meta = await sharp(bytes).metadata();
+    const reply = await decodeJpeg!(bytes, Buffer.alloc(meta.width * meta.height * 3));
+    assert.match(reply ?? 'decoded', reason, name);
+    const a = await decodeImage(bytes, native);
+    const b = await decodeImage(bytes, viaSharp);
+    assert.is(a.decodedBy, undefined, name);
+    assert.equal([a.width, a.height], [b.width, b.height], name);
+    assert.ok(a.data.equals(b.data), name);
+  }
+  const rotated = await decodeImage(await orientedJpeg(6), native);
+  assert.equal([rotated.width, rotated.height], [64, 96]);
+});
+
+declines(
+  'truncated or corrupt JPEGs: declined with libjpeg’s reason, then the same error as sharp gives',
+  async () => {
+    const bytes = fs.readFileSync(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
+    const meta = await sharp(bytes).metadata();
+    const size = meta.width * meta.height * 3;
+    const truncated = bytes.subarray(0, bytes.length >> 1);
+    assert.match((await decodeJpeg!(truncated, Buffer.alloc(size))) ?? '', /^libjpeg: Premature end/);
+    // Bytes flipped in the middle of the entropy-coded data: at most a warning for libjpeg.
+    const corrupt = Buffer.from(bytes);
+    for (let i = corrupt.length >> 1; i < (corrupt.length >> 1) + 64; i++) corrupt[i] = 0xff;
+    assert.match((await decodeJpeg!(corrupt, Buffer.alloc(size))) ?? '', /^libjpeg: /);
+    assert.match((await decodeJpeg!(Buffer.from([0xff, 0xd8, 0xff]), Buffer.alloc(3))) ?? '', /^libjpeg: /);
+    assert.match(
+      (await decodeJpeg!(Buffer.from('not a jpeg'), Buffer.alloc(3))) ?? '',
+      /^libjpeg: Not a JPEG/,
+    );
+    assert.is(await decodeJpeg!(bytes, Buffer.alloc(size - 3)), 'output size differs');
+    for (const input of [truncated, corrupt]) {
+      const errors: string[] = [];
+      for (const options of [native, viaSharp]) {
+        await decodeImage(input, options).then(
+          () => errors.push('decoded'),
+          (error: FacedetError) => errors.push(`${error.code}: ${error.message}`),
+        );
+      }
+      assert.is(errors[0], errors[1]);
+      assert.match(errors[0]!, /^image_decode_failed: /);
+    }
+  },
+);
+
+declines('wrong arguments are a TypeError, not a crash', () => {
+  const call = decodeJpeg as unknown as (...args: unknown[]) => unknown;
+  for (const args of [[], [Buffer.alloc(1)], [1, 2], [new Float32Array(4), Buffer.alloc(4)], ['a', 'b']]) {
+    assert.throws(
+      () => call(...args),
+      (e: Error) => e instanceof TypeError && /two Uint8Arrays/.test(e.message),
+    );
+  }
+});
+
+const detector = suite('jpeg fast path: in the detector');
+
+detector(
+  'the torch backend decodes plain JPEGs that need no resizing with it, the rest with sharp',
+  async () => {
+    const decoders: string[] = [];
+    const d = await FaceDetector.create({
+      model: requireModel(MOBILENET_DIR),
+      backend: 'torch',
+      warmup: [],
+      onBatch: (stats) => decoders.push(...stats.decoders),
+    });
+    try {
+      assert.match(d.info().jpegDecoder, /^libjpeg-turbo \d+\.\d+\.\d+$/);
+      const photo = fs.readFileSync(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
+      const plain = await d.detect(photo);
+      const resized = await d.detect(photo, { maxSize: 320 });
+      const rotated = await d.detect(await sharp(photo).withMetadata({ orientation: 3 }).jpeg().toBuffer());
+      assert.equal(decoders, ['libjpeg-turbo', 'sharp', 'sharp']);
+      for (const result of [plain, resized, rotated])
+        assert.ok(!Array.isArray(result) && result.faces_count > 0);
+    } finally {
+      await d.dispose();
+    }
+  },
+);
+
+pixels.run();
+declines.run();
+detector.run();
