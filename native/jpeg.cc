@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 // The JPEG fast path. sharp (libvips with mozjpeg) takes 1.9-2.0 ms for a 512x512 JPEG that libjpeg-turbo
 // decodes in 0.73 ms on the same core, most of the difference in libvips' thread hand-offs (about 50
-// context switches a call). For a JPEG that sharp would return unchanged (no resizing, no EXIF rotation,
-// no colour profile to apply) both give the same bytes, so the library decodes those here and leaves
-// every other image, and every JPEG that draws so much as a warning, to sharp.
+// context switches a call). For a JPEG whose pixels sharp would not change (no EXIF rotation, no colour
+// profile to apply) both give the same bytes, so the library decodes those here (and has sharp resize
+// them when they shrink by less than 2) and leaves every other image, and every JPEG that draws so much
+// as a warning, to sharp.
 #include "jpeg.h"
 
 #include <algorithm>

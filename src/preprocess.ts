@@ -12,8 +12,9 @@ export interface DecodeOptions {
   /** Refuse images with more pixels than this (checked from the header, before decoding). */
   maxPixels: number;
   /**
-   * A decoder for the plain JPEGs that need no resizing (the native addon's `decodeJpeg`, libjpeg-turbo:
-   * the same pixels as sharp's, in 0.8 instead of 2 ms for 512x512); anything it declines goes to sharp.
+   * A decoder for plain JPEGs (the native addon's `decodeJpeg`, libjpeg-turbo: the same pixels as sharp's,
+   * in 0.8 instead of 2 ms for 512x512), used for those that shrink by less than 2 (see decodeJpegFast);
+   * anything it declines goes to sharp.
    */
   jpeg?: JpegDecoder | undefined;
 }
@@ -97,6 +98,9 @@ export function headerSize(bytes: Uint8Array): { width: number; height: number }
 
 type SharpInputOptions = NonNullable<Parameters<typeof sharp>[1]>;
 
+/** How images are resized: to the exact size, with libvips' linear kernel (see decodePixels). */
+const RESIZE = { fit: 'fill', kernel: 'linear' } as const;
+
 /** The whole image as 3-channel sRGB, EXIF orientation applied, resized to `size` when given. */
 async function decodePixels(
   input: ImageInput,
@@ -110,13 +114,64 @@ async function decodePixels(
     // Linear (libvips' reduce widens it with the shrink factor, like PIL's BILINEAR in the original
     // project and the PyTorch reference): 1.2-1.5 ms faster than sharp's default lanczos3 on a
     // 1920x1080 JPEG resized to 1080x608 (11.5 -> 10.0 ms, 2 CPUs).
-    pipeline = pipeline.resize(size.width, size.height, { fit: 'fill', kernel: 'linear' });
+    pipeline = pipeline.resize(size.width, size.height, RESIZE);
   }
   const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
   if (info.channels !== 3 || (size && (info.width !== size.width || info.height !== size.height))) {
     throw new Error(`unexpected decoded layout ${info.width}x${info.height}x${info.channels}`);
   }
   return { data, width: info.width, height: info.height };
+}
+
+/** Full-size pixel buffers of JPEGs being resized, kept for the next (fresh ones cost page faults). */
+const scratchBuffers: Buffer[] = [];
+const SCRATCH_KEEP = 2;
+const SCRATCH_MAX_BYTES = 32 * 2 ** 20;
+
+/**
+ * The JPEG fast path (`DecodeOptions.jpeg`): a JPEG whose header fits the pixel limit is decoded by
+ * libjpeg-turbo if it is a plain one, and, when it must shrink by less than 2 (a 1920x1080 photo to
+ * 1080x608), resized by sharp from those pixels; the result equals sharp's own, byte for byte. A JPEG
+ * that must shrink by 2 or more stays with sharp, which then decodes at 1/2, 1/4 or 1/8 of the size
+ * inside libjpeg (shrink-on-load), as does anything the decoder declines. Undefined: not decoded here.
+ */
+async function decodeJpegFast(
+  input: Uint8Array,
+  header: { width: number; height: number },
+  options: DecodeOptions,
+  decode: JpegDecoder,
+): Promise<DecodedImage | undefined> {
+  const { width, height } = header;
+  if (width * height > options.maxPixels) return undefined;
+  const size = fitSize(width, height, options.maxSize);
+  const resized = size.width !== width || size.height !== height;
+  if (resized && Math.max(width / size.width, height / size.height) >= 2) return undefined;
+  const bytes = width * height * 3;
+  const scratch = resized ? scratchBuffers.findIndex((b) => b.length >= bytes) : -1;
+  const buffer = scratch >= 0 ? scratchBuffers.splice(scratch, 1)[0]! : Buffer.allocUnsafe(bytes);
+  const pixels = buffer.length === bytes ? buffer : buffer.subarray(0, bytes);
+  try {
+    const declined = await decode(input, pixels).catch((error: unknown) => String(error));
+    if (declined !== null) return undefined;
+    const image = {
+      width,
+      height,
+      originalWidth: width,
+      originalHeight: height,
+      decodedBy: 'libjpeg-turbo' as const,
+    };
+    if (!resized) return { ...image, data: pixels };
+    const data = await sharp(pixels, { raw: { width, height, channels: 3 } })
+      .resize(size.width, size.height, RESIZE)
+      .raw()
+      .toBuffer()
+      .catch(() => undefined);
+    return data && { ...image, data, width: size.width, height: size.height };
+  } finally {
+    if (resized && buffer.length <= SCRATCH_MAX_BYTES && scratchBuffers.length < SCRATCH_KEEP) {
+      scratchBuffers.push(buffer);
+    }
+  }
 }
 
 /**
@@ -133,23 +188,11 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions): Pr
   // 2.4). Orientation may swap the sides, so the decoded size is checked, and anything unexpected
   // (including a failure) goes the general way below, which gives the errors their messages.
   const header = typeof input === 'string' ? undefined : headerSize(input);
+  if (options.jpeg && header && typeof input !== 'string' && input[0] === 0xff) {
+    const image = await decodeJpegFast(input, header, options, options.jpeg);
+    if (image) return image;
+  }
   if (header && fits(header.width, header.height)) {
-    if (options.jpeg && typeof input !== 'string' && input[0] === 0xff) {
-      // headerSize read a JPEG frame header: the plain ones are decoded straight into their buffer.
-      const data = Buffer.allocUnsafe(header.width * header.height * 3);
-      const declined = await options.jpeg(input, data).catch((error: unknown) => String(error));
-      if (declined === null) {
-        const { width, height } = header;
-        return {
-          data,
-          width,
-          height,
-          originalWidth: width,
-          originalHeight: height,
-          decodedBy: 'libjpeg-turbo',
-        };
-      }
-    }
     const image = await decodePixels(input, sharpOptions).catch(() => undefined);
     if (
       image &&

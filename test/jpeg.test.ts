@@ -1,6 +1,6 @@
-// The JPEG fast path (native/jpeg.cc): libjpeg-turbo decodes the plain JPEGs that need no resizing into
-// exactly sharp's pixels, declines everything sharp would change or complain about, and never takes
-// the process down.
+// The JPEG fast path (native/jpeg.cc): libjpeg-turbo decodes plain JPEGs into exactly sharp's pixels
+// (sharp resizes them when they shrink by less than 2), declines everything sharp would change or
+// complain about, and never takes the process down.
 import fs from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
@@ -103,6 +103,28 @@ pixels(
   },
 );
 
+pixels(
+  'resized by less than half: decoded natively, resized by sharp, equal to sharp decoding it all',
+  async () => {
+    const photo = path.join(FIXTURES, 'seed-images', 'diverse_group.jpg');
+    const hd = await sharp(photo).resize(1920, 1080, { fit: 'cover' }).jpeg({ quality: 90 }).toBuffer();
+    for (const [maxSize, decodedBy] of [
+      [1080, 'libjpeg-turbo'],
+      [961, 'libjpeg-turbo'],
+      // Shrinking by 2 or more, sharp decodes at a fraction of the size inside libjpeg: left to it.
+      [960, undefined],
+      [480, undefined],
+    ] as const) {
+      const a = await decodeImage(hd, { ...native, maxSize });
+      const b = await decodeImage(hd, { ...viaSharp, maxSize });
+      assert.is(a.decodedBy, decodedBy, `max size ${maxSize}`);
+      assert.equal([a.width, a.height, a.originalWidth, a.originalHeight], [b.width, b.height, 1920, 1080]);
+      assert.is(a.width, maxSize);
+      assert.ok(a.data.equals(b.data), `max size ${maxSize}: pixels differ from sharp's`);
+    }
+  },
+);
+
 const declines = suite('jpeg fast path: declines what sharp would change or refuse');
 
 declines('EXIF rotation, an ICC profile, CMYK: left to sharp, which rotates and converts them', async () => {
@@ -171,7 +193,7 @@ declines('wrong arguments are a TypeError, not a crash', () => {
 const detector = suite('jpeg fast path: in the detector');
 
 detector(
-  'the torch backend decodes plain JPEGs that need no resizing with it, the rest with sharp',
+  'the torch backend decodes plain JPEGs with it (unless shrinking them by 2 or more), the rest with sharp',
   async () => {
     const decoders: string[] = [];
     const d = await FaceDetector.create({
@@ -184,11 +206,13 @@ detector(
       assert.match(d.info().jpegDecoder, /^libjpeg-turbo \d+\.\d+\.\d+$/);
       const photo = fs.readFileSync(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
       const plain = await d.detect(photo);
-      const resized = await d.detect(photo, { maxSize: 320 });
+      const resized = await d.detect(photo, { maxSize: 800 });
+      const shrunk = await d.detect(photo, { maxSize: 320 });
       const rotated = await d.detect(await sharp(photo).withMetadata({ orientation: 3 }).jpeg().toBuffer());
-      assert.equal(decoders, ['libjpeg-turbo', 'sharp', 'sharp']);
-      for (const result of [plain, resized, rotated])
+      assert.equal(decoders, ['libjpeg-turbo', 'libjpeg-turbo', 'sharp', 'sharp']);
+      for (const result of [plain, resized, shrunk, rotated]) {
         assert.ok(!Array.isArray(result) && result.faces_count > 0);
+      }
     } finally {
       await d.dispose();
     }
