@@ -17,7 +17,7 @@ import {
   readModel,
 } from './model';
 import { AnchorCache, type AnchorConfig, type Face, decodeFaces, toFaces } from './postprocess';
-import { type Precision, loadBinding } from './native';
+import { type Precision, loadBinding, nativeJpegDecoder } from './native';
 import {
   type DecodedImage,
   type ImageInput,
@@ -406,12 +406,7 @@ export class FaceDetector {
             ...(backend === 'torch' && cpu ? { uint8Mean: model.card.input.mean } : {}),
           });
     // The addon's engines have its JPEG fast path at hand (ONNX Runtime's do not load the addon).
-    const binding = backend === 'onnxruntime' ? undefined : loadBinding();
-    const decodeJpeg = binding?.decodeJpeg;
-    const jpeg = decodeJpeg && {
-      decode: (input: Uint8Array, output: Uint8Array) => decodeJpeg(input, output),
-      name: `libjpeg-turbo ${binding.build.jpeg}`,
-    };
+    const jpeg = backend === 'onnxruntime' ? undefined : nativeJpegDecoder();
     const detector = new FaceDetector(engine, model, resolved, options.onBatch, jpeg);
     const bucket = cpu ? 32 : resolved.padMultiple;
     const side = Math.ceil(Math.max(32, Math.min(resolved.maxSize || 640, 1088)) / bucket) * bucket;

@@ -138,6 +138,17 @@ function explain(error: Error): string {
   ].join('\n');
 }
 
+/**
+ * The addon's JPEG fast path as preprocess's JpegDecoder, with its name ('libjpeg-turbo X.Y.Z'), or
+ * undefined when the addon was built without libjpeg-turbo. Loads the addon.
+ */
+export function nativeJpegDecoder():
+  { decode: (input: Uint8Array, output: Uint8Array) => Promise<string | null>; name: string } | undefined {
+  const { decodeJpeg, build } = loadBinding();
+  if (!decodeJpeg) return undefined;
+  return { decode: (input, output) => decodeJpeg(input, output), name: `libjpeg-turbo ${build.jpeg}` };
+}
+
 /** Loads the addon once; throws a FacedetError that says how to fix what went wrong. */
 export function loadBinding(): NativeBinding {
   if (binding) return binding;

@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { replaceReadmeSection } from '../readme';
 import { NativeInferenceEngine } from '../engine';
+import { nativeJpegDecoder } from '../native';
 import { defaultBackend } from '../detector';
 import { OnnxRuntimeEngine } from '../engines/onnxruntime';
 import { defaultModelDir, modelFile, readModel } from '../model';
@@ -186,15 +187,17 @@ async function engineOnly(
 
 /**
  * Decoding alone, one image at a time, with nothing else running: as the server decodes the request's
- * image (`decodeImage`: decode and resize to the max size), and at 1/8 of its size, where libjpeg scales
- * in the DCT (sharp's shrink-on-load) and skips most of the inverse DCT, upsampling and colour
- * conversion but none of the entropy decoding, which is sequential: what no resize policy can save.
+ * image (`decodeImage` with the server's JPEG decoder: decode and resize to the max size), and through
+ * sharp at 1/8 of its size, where libjpeg scales in the DCT (shrink-on-load) and skips most of the
+ * inverse DCT, upsampling and colour conversion but none of the entropy decoding, which is sequential:
+ * what no resize policy can save.
  */
 async function decodeOnly(
   jpeg: Buffer,
   size: { width: number; height: number },
   maxSize: number,
-): Promise<{ ms: ReturnType<typeof summarize>; eighthMs: ReturnType<typeof summarize> }> {
+  decoder: ReturnType<typeof nativeJpegDecoder>,
+): Promise<{ decoder: string; ms: ReturnType<typeof summarize>; eighthMs: ReturnType<typeof summarize> }> {
   const eighth = { width: Math.ceil(size.width / 8), height: Math.ceil(size.height / 8) };
   const time = async (run: () => Promise<unknown>) => {
     const times: number[] = [];
@@ -206,7 +209,8 @@ async function decodeOnly(
     return summarize(times);
   };
   return {
-    ms: await time(() => decodeImage(jpeg, { maxSize, maxPixels: 2 ** 40 })),
+    decoder: decoder?.name ?? 'sharp',
+    ms: await time(() => decodeImage(jpeg, { maxSize, maxPixels: 2 ** 40, jpeg: decoder?.decode })),
     eighthMs: await time(() =>
       sharp(jpeg).resize(eighth.width, eighth.height, { fit: 'fill' }).raw().toBuffer(),
     ),
@@ -238,7 +242,9 @@ export async function runLoad(options: LoadOptions) {
   options.log(`engine alone on the 1920x1080 image (max size ${options.maxSize}) ...`);
   const engine = await engineOnly(options, image.jpeg);
   options.log(`engine: ${engine.ms.median.toFixed(1)} ms at ${engine.shape.join('x')}; decoding alone ...`);
-  const decode = await decodeOnly(image.jpeg, image, options.maxSize);
+  // The server's JPEG decoder: the addon's fast path with its engines (ONNX Runtime's do not load it).
+  const decoder = options.backend === 'onnxruntime' ? undefined : nativeJpegDecoder();
+  const decode = await decodeOnly(image.jpeg, image, options.maxSize, decoder);
   options.log(
     `decode: ${decode.ms.median.toFixed(1)} ms, at 1/8 scale ${decode.eighthMs.median.toFixed(1)} ms; starting the server ...`,
   );
@@ -323,9 +329,17 @@ const precisionNote = (precision: string | undefined) =>
 
 type LoadReport = Awaited<ReturnType<typeof runLoad>>;
 
-/** Reports written before decodeOnly was measured lack it. */
+/** Who decodes the request's JPEG (reports older than the JPEG fast path lack the field: sharp). */
+const decodedWith = (decoder: string | undefined) =>
+  decoder && decoder !== 'sharp'
+    ? `decoded by ${decoder} (the addon's JPEG fast path) and resized by sharp`
+    : 'decoded and resized by sharp';
+
+/** Reports written before decodeOnly was measured lack it, and those before the JPEG fast path its decoder. */
 export function loadMarkdown(
-  report: Omit<LoadReport, 'decodeOnly'> & Partial<Pick<LoadReport, 'decodeOnly'>>,
+  report: Omit<LoadReport, 'decodeOnly'> & {
+    decodeOnly?: Omit<LoadReport['decodeOnly'], 'decoder'> & { decoder?: string };
+  },
 ): string {
   const m = report.machine;
   const s = report.settings;
@@ -340,9 +354,10 @@ export function loadMarkdown(
     ...(report.decodeOnly
       ? [
           '',
-          `Decoding alone, before the server starts (sharp, one image at a time, as the server does: decode and ` +
-            `resize to max size ${s.maxSize}): ${fmtMs(report.decodeOnly.ms.median)} ms ` +
-            `[${fmtMs(report.decodeOnly.ms.min)}–${fmtMs(report.decodeOnly.ms.max)}]; at 1/8 of the image's size, ` +
+          `Decoding alone, before the server starts (one image at a time, as the server does: ` +
+            `${decodedWith(report.decodeOnly.decoder)} to max size ${s.maxSize}): ` +
+            `${fmtMs(report.decodeOnly.ms.median)} ms ` +
+            `[${fmtMs(report.decodeOnly.ms.min)}–${fmtMs(report.decodeOnly.ms.max)}]; through sharp at 1/8 of the image's size, ` +
             `where libjpeg scales in the DCT and skips most of the inverse DCT and colour conversion but none of ` +
             `the entropy decoding (sequential): ${fmtMs(report.decodeOnly.eighthMs.median)} ms ` +
             `[${fmtMs(report.decodeOnly.eighthMs.min)}–${fmtMs(report.decodeOnly.eighthMs.max)}] (medians [min–max] ` +
@@ -367,7 +382,7 @@ export function loadMarkdown(
   lines.push(
     '',
     "Stage columns: mean ms per request (one image each) from the server's facedet_stage_duration_seconds; " +
-      'decode (sharp: decode and resize) and queue wait per image; pack, infer and postprocess per batch. ' +
+      `decode (${decodedWith(report.decodeOnly?.decoder)}) and queue wait per image; pack, infer and postprocess per batch. ` +
       'Other CPU: CPUs used by processes other than the server and the load generator while the row ran ' +
       '(from /proc; "stolen": taken by the hypervisor).',
   );
@@ -389,7 +404,7 @@ export function loadMarkdown(
         `add ${ms(rest)} ms.` +
         (report.decodeOnly
           ? ` The goal leaves ${ms(0.15 * engine)} ms for all of it; decoding this JPEG alone takes ` +
-            `${ms(report.decodeOnly.ms.median)} ms, and ${ms(report.decodeOnly.eighthMs.median)} ms even at 1/8 scale.`
+            `${ms(report.decodeOnly.ms.median)} ms, and ${ms(report.decodeOnly.eighthMs.median)} ms through sharp even at 1/8 scale.`
           : ''),
     );
   }
