@@ -3,7 +3,7 @@
 // decodes in 0.73 ms on the same core, most of the difference in libvips' thread hand-offs (about 50
 // context switches a call). For a JPEG whose pixels sharp would not change (no EXIF rotation, no colour
 // profile to apply) both give the same bytes, so the library decodes those here (and has sharp resize
-// them when they shrink by less than 2) and leaves every other image, and every JPEG that draws so much
+// them when they shrink by less than 3) and leaves every other image, and every JPEG that draws so much
 // as a warning, to sharp.
 #include "jpeg.h"
 

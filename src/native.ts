@@ -88,6 +88,12 @@ export interface NativeEngine {
   readonly disposed: boolean;
 }
 
+/**
+ * Decodes a plain JPEG into `output` on libuv's pool (see preprocess's JpegDecoder): null when it did,
+ * else why not.
+ */
+export type NativeJpegDecode = (input: Uint8Array, output: Uint8Array) => Promise<string | null>;
+
 export interface NativeBinding {
   Engine: { load(options: NativeLoadOptions): Promise<NativeEngine> };
   build: {
@@ -101,11 +107,8 @@ export interface NativeBinding {
     jpeg?: string;
   };
   cudaDeviceCount(): number;
-  /**
-   * Decodes a plain JPEG into `output` on libuv's pool (see preprocess's JpegDecoder): null when it did,
-   * else why not. Present when `build.jpeg` is.
-   */
-  decodeJpeg?(input: Uint8Array, output: Uint8Array): Promise<string | null>;
+  /** The JPEG fast path (native/jpeg.cc); present when `build.jpeg` is. */
+  decodeJpeg?: NativeJpegDecode;
 }
 
 const packageRoot = path.resolve(__dirname, '..');
@@ -142,11 +145,10 @@ function explain(error: Error): string {
  * The addon's JPEG fast path as preprocess's JpegDecoder, with its name ('libjpeg-turbo X.Y.Z'), or
  * undefined when the addon was built without libjpeg-turbo. Loads the addon.
  */
-export function nativeJpegDecoder():
-  { decode: (input: Uint8Array, output: Uint8Array) => Promise<string | null>; name: string } | undefined {
+export function nativeJpegDecoder(): { decode: NativeJpegDecode; name: string } | undefined {
   const { decodeJpeg, build } = loadBinding();
   if (!decodeJpeg) return undefined;
-  return { decode: (input, output) => decodeJpeg(input, output), name: `libjpeg-turbo ${build.jpeg}` };
+  return { decode: (...args) => decodeJpeg(...args), name: `libjpeg-turbo ${build.jpeg}` };
 }
 
 /** Loads the addon once; throws a FacedetError that says how to fix what went wrong. */

@@ -1,5 +1,5 @@
 // The JPEG fast path (native/jpeg.cc): libjpeg-turbo decodes plain JPEGs into exactly sharp's pixels
-// (sharp resizes them when they shrink by less than 2), declines everything sharp would change or
+// (sharp resizes them when they shrink by less than 3), declines everything sharp would change or
 // complain about, and never takes the process down.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -104,16 +104,20 @@ pixels(
 );
 
 pixels(
-  'resized by less than half: decoded natively, resized by sharp, equal to sharp decoding it all',
+  'resized: decoded natively, then by sharp, where sharp decodes at full size; equal to sharp',
   async () => {
     const photo = path.join(FIXTURES, 'seed-images', 'diverse_group.jpg');
     const hd = await sharp(photo).resize(1920, 1080, { fit: 'cover' }).jpeg({ quality: 90 }).toBuffer();
     for (const [maxSize, decodedBy] of [
       [1080, 'libjpeg-turbo'],
       [961, 'libjpeg-turbo'],
-      // Shrinking by 2 or more, sharp decodes at a fraction of the size inside libjpeg: left to it.
-      [960, undefined],
+      // sharp decodes at full size up to a shrink of 3 ("known libjpeg rounding errors" from 2 to 3).
+      [960, 'libjpeg-turbo'],
+      [641, 'libjpeg-turbo'],
+      // From 3 on it has libjpeg decode at 1/2, 1/4 or 1/8 of the size: left to it.
+      [640, undefined],
       [480, undefined],
+      [200, undefined],
     ] as const) {
       const a = await decodeImage(hd, { ...native, maxSize });
       const b = await decodeImage(hd, { ...viaSharp, maxSize });
@@ -193,7 +197,7 @@ declines('wrong arguments are a TypeError, not a crash', () => {
 const detector = suite('jpeg fast path: in the detector');
 
 detector(
-  'the torch backend decodes plain JPEGs with it (unless shrinking them by 2 or more), the rest with sharp',
+  'the torch backend decodes plain JPEGs with it (unless shrinking them by 3 or more), the rest with sharp',
   async () => {
     const decoders: string[] = [];
     const d = await FaceDetector.create({
