@@ -129,25 +129,19 @@ const SCRATCH_KEEP = 2;
 const SCRATCH_MAX_BYTES = 32 * 2 ** 20;
 
 /**
- * The factor by which sharp has libjpeg shrink a JPEG while decoding it for a resize (libvips'
- * shrink-on-load; sharp's pipeline.cc with fastShrinkOnLoad, its default): the largest of 8, 4 and 2 that
- * the smaller of the two shrink factors reaches, halved when that factor's integer part equals it
- * ("known libjpeg rounding errors"). 1: sharp decodes at full size.
+ * Whether sharp decodes a JPEG at full size to resize it to `target`. Its loader has libjpeg shrink the
+ * image by 2, 4 or 8 while decoding (shrink-on-load) once the smaller of the two shrink factors reaches
+ * that, but lowers the factor when the shrink's integer part equals it ("known libjpeg rounding errors";
+ * sharp's pipeline.cc, fastShrinkOnLoad, its default): so below 3, never.
  */
-function sharpJpegShrink(
-  width: number,
-  height: number,
-  target: { width: number; height: number },
-): 1 | 2 | 4 | 8 {
-  const shrink = Math.min(width / target.width, height / target.height);
-  const onLoad = shrink >= 8 ? 8 : shrink >= 4 ? 4 : shrink >= 2 ? 2 : 1;
-  return onLoad > 1 && Math.trunc(shrink) === onLoad ? ((onLoad / 2) as 2 | 4) : onLoad;
+function sharpDecodesFullSize(width: number, height: number, target: { width: number; height: number }) {
+  return Math.min(width / target.width, height / target.height) < 3;
 }
 
 /**
  * The JPEG fast path (`DecodeOptions.jpeg`): a JPEG whose header fits the pixel limit is decoded by
- * libjpeg-turbo if it is a plain one and sharp would decode it at full size (sharpJpegShrink 1: not
- * shrinking by 3 or more), then, if it must shrink, resized by sharp from those pixels: the result equals
+ * libjpeg-turbo if it is a plain one and sharp would decode it at full size (sharpDecodesFullSize: it
+ * shrinks by less than 3), then, if it must shrink, resized by sharp from those pixels: the result equals
  * sharp's own, byte for byte. A JPEG that sharp has libjpeg shrink while decoding stays with sharp (the
  * entropy decoding, which both do in full, is most of that work: a 4032x3024 JPEG to 1080x810 took 21-22
  * ms here and 22.5-23 ms through sharp), as does anything the decoder declines. Undefined: not decoded here.
@@ -161,7 +155,7 @@ async function decodeJpegFast(
   const { width, height } = header;
   if (width * height > options.maxPixels) return undefined;
   const size = fitSize(width, height, options.maxSize);
-  if (sharpJpegShrink(width, height, size) !== 1) return undefined;
+  if (!sharpDecodesFullSize(width, height, size)) return undefined;
   const resized = size.width !== width || size.height !== height;
   const bytes = width * height * 3;
   const scratch = resized ? scratchBuffers.findIndex((b) => b.length >= bytes) : -1;
