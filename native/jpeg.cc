@@ -39,6 +39,19 @@ void onMessage(j_common_ptr cinfo, int level) {
   if (level < 0) onError(cinfo);  // a warning; levels >= 0 are traces
 }
 
+// A progressive JPEG can hold thousands of tiny scans, each a pass over the whole image (libjpeg-turbo's
+// advice: bound them). Past this many, sharp decides, as it did before the fast path.
+constexpr int kMaxScans = 256;
+
+void onProgress(j_common_ptr cinfo) {
+  auto* decompress = reinterpret_cast<j_decompress_ptr>(cinfo);
+  if (decompress->input_scan_number > kMaxScans) {
+    auto* manager = reinterpret_cast<ErrorManager*>(cinfo->err);
+    std::snprintf(manager->message, sizeof(manager->message), "more than %d scans", kMaxScans);
+    longjmp(manager->jump, 1);
+  }
+}
+
 uint16_t read16(const uint8_t* p, bool little) {
   return little ? static_cast<uint16_t>(p[0] | (p[1] << 8)) : static_cast<uint16_t>((p[0] << 8) | p[1]);
 }
@@ -103,6 +116,8 @@ const char* notPlain(const jpeg_decompress_struct& cinfo) {
 const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size_t outputSize,
                    ErrorManager* errors) {
   jpeg_decompress_struct cinfo;
+  jpeg_progress_mgr progress;
+  progress.progress_monitor = onProgress;
   cinfo.err = jpeg_std_error(&errors->pub);
   errors->pub.error_exit = onError;
   errors->pub.emit_message = onMessage;
@@ -114,6 +129,7 @@ const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size
     return manager->message;
   }
   jpeg_create_decompress(&cinfo);
+  cinfo.progress = &progress;
   jpeg_mem_src(&cinfo, input, static_cast<unsigned long>(inputSize));
   jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xffff);
   jpeg_save_markers(&cinfo, JPEG_APP0 + 2, 12);

@@ -12,8 +12,9 @@
 namespace facedet {
 
 // Decodes `input` into `output` (RGB, 8 bits, width * height * 3 bytes, the JPEG's own size) when the
-// JPEG is a plain one: 8-bit greyscale or YCbCr, no ICC profile, EXIF orientation absent or 1, and
-// libjpeg reports neither an error nor a warning. Returns an empty string when it did, or why not.
+// JPEG is a plain one: 8-bit greyscale or YCbCr, no ICC profile, EXIF orientation absent or 1, at most
+// 256 scans, and libjpeg reports neither an error nor a warning. Returns an empty string when it did,
+// or why not.
 std::string decodeJpegInto(const uint8_t* input, size_t inputSize, uint8_t* output, size_t outputSize);
 
 // The JS function: decodeJpeg(input: Uint8Array, output: Uint8Array): Promise<string | null>, null when

@@ -54,7 +54,7 @@ if (result.status !== 0) {
       '',
       'facedet: building the native addon failed.',
       '  It needs cmake (>= 3.18), a C++17 compiler and LibTorch:',
-      '    Debian/Ubuntu: sudo apt-get install cmake g++ libtorch-dev',
+      '    Debian/Ubuntu: sudo apt-get install cmake g++ libtorch-dev (libjpeg-dev too: the JPEG fast path)',
       '    another LibTorch: Torch_DIR=/path/to/libtorch/share/cmake/Torch npm run build:native',
       '  Then run `npm run build:native` again; the messages above say what went wrong.',
     ].join('\n'),

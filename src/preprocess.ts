@@ -21,8 +21,8 @@ export interface DecodeOptions {
 
 /**
  * Decodes a JPEG into `output` (RGB, the JPEG's own size) if it is a plain one (8-bit greyscale or YCbCr,
- * no ICC profile, no EXIF rotation, not even a warning from libjpeg): resolves null when it did, or
- * why it did not (then `output` holds nothing of use).
+ * no ICC profile, no EXIF rotation, at most 256 scans, not even a warning from libjpeg): resolves null
+ * when it did, or why it did not (then `output` holds nothing of use).
  */
 export type JpegDecoder = (input: Uint8Array, output: Uint8Array) => Promise<string | null>;
 

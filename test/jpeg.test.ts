@@ -184,6 +184,19 @@ declines(
   },
 );
 
+declines(
+  'a progressive JPEG of more than 256 scans: declined before its passes add up, sharp decodes it',
+  async () => {
+    // 379 valid scans, each a pass over the image (test/data/jpeg/many-scans.c made it).
+    const bytes = fs.readFileSync(path.join(__dirname, 'data', 'jpeg', 'many-scans.jpg'));
+    assert.is(await decodeJpeg!(bytes, Buffer.alloc(64 * 64 * 3)), 'libjpeg: more than 256 scans');
+    const a = await decodeImage(bytes, native);
+    const b = await decodeImage(bytes, viaSharp);
+    assert.is(a.decodedBy, undefined);
+    assert.ok(a.data.equals(b.data));
+  },
+);
+
 declines('wrong arguments are a TypeError, not a crash', () => {
   const call = decodeJpeg as unknown as (...args: unknown[]) => unknown;
   for (const args of [[], [Buffer.alloc(1)], [1, 2], [new Float32Array(4), Buffer.alloc(4)], ['a', 'b']]) {
