@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Image bytes -> RGB pixels (sharp) -> one float32 NCHW batch (BGR minus mean, padded).
+import fs from 'node:fs';
 import sharp from 'sharp';
 import { FacedetError } from './errors';
 
@@ -13,8 +14,8 @@ export interface DecodeOptions {
   maxPixels: number;
   /**
    * A decoder for plain JPEGs (the native addon's `decodeJpeg`, libjpeg-turbo: the same pixels as sharp's,
-   * in 0.8 instead of 2 ms for 512x512), used for those that shrink by less than 3 (see decodeJpegFast);
-   * anything it declines goes to sharp.
+   * in 0.8 instead of 2 ms for 512x512), used for those that shrink by less than 3 (see decodeJpegFast),
+   * in memory or in a regular file (then read here); anything it declines goes to sharp.
    */
   jpeg?: JpegDecoder | undefined;
 }
@@ -179,6 +180,16 @@ async function decodeJpegFast(
   }
 }
 
+/** Files larger than this are left to sharp rather than read whole for the JPEG fast path. */
+const FAST_PATH_MAX_FILE_BYTES = 256 * 2 ** 20;
+
+/** A regular file's bytes, or undefined (missing, unreadable, not a regular file, or too large). */
+async function readRegularFile(file: string): Promise<Buffer | undefined> {
+  const stat = await fs.promises.stat(file).catch(() => undefined);
+  if (!stat?.isFile() || stat.size > FAST_PATH_MAX_FILE_BYTES) return undefined;
+  return fs.promises.readFile(file).catch(() => undefined);
+}
+
 /**
  * Decodes one image with sharp: any format sharp reads (first frame of animations), EXIF orientation
  * applied, grey/palette/CMYK/alpha turned into 3-channel RGB, downscaled to fit `maxSize`.
@@ -193,9 +204,16 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions): Pr
   // 2.4). Orientation may swap the sides, so the decoded size is checked, and anything unexpected
   // (including a failure) goes the general way below, which gives the errors their messages.
   const header = typeof input === 'string' ? undefined : headerSize(input);
-  if (options.jpeg && header && typeof input !== 'string' && input[0] === 0xff) {
-    const image = await decodeJpegFast(input, header, options, options.jpeg);
-    if (image) return image;
+  if (options.jpeg) {
+    // A file is read here for the fast path; if it is not a JPEG the fast path takes, sharp gets the path
+    // (and reads the file itself: its errors and messages stay those for a file).
+    const bytes = typeof input === 'string' ? await readRegularFile(input) : input;
+    const jpegHeader =
+      bytes && bytes[0] === 0xff ? (bytes === input ? header : headerSize(bytes)) : undefined;
+    if (bytes && jpegHeader) {
+      const image = await decodeJpegFast(bytes, jpegHeader, options, options.jpeg);
+      if (image) return image;
+    }
   }
   if (header && fits(header.width, header.height)) {
     const image = await decodePixels(input, sharpOptions).catch(() => undefined);

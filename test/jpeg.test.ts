@@ -2,6 +2,7 @@
 // (sharp resizes them when they shrink by less than 3), declines everything sharp would change or
 // complain about, and never takes the process down.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { suite } from 'uvu';
@@ -129,6 +130,38 @@ pixels(
   },
 );
 
+pixels(
+  'file paths: a JPEG file is read and decoded natively; other files and errors as sharp gives them',
+  async () => {
+    const jpeg = path.join(FIXTURES, 'seed-images', 'diverse_group.jpg');
+    const a = await decodeImage(jpeg, native);
+    const b = await decodeImage(jpeg, viaSharp);
+    assert.is(a.decodedBy, 'libjpeg-turbo');
+    assert.ok(a.data.equals(b.data));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-jpeg-'));
+    try {
+      const png = path.join(dir, 'image.png');
+      await sharp(jpeg).png().toFile(png);
+      const c = await decodeImage(png, native);
+      assert.is(c.decodedBy, undefined);
+      assert.ok(c.data.equals((await decodeImage(png, viaSharp)).data));
+      for (const bad of [path.join(dir, 'missing.jpg'), dir]) {
+        const errors: string[] = [];
+        for (const options of [native, viaSharp]) {
+          await decodeImage(bad, options).then(
+            () => errors.push('decoded'),
+            (error: FacedetError) => errors.push(`${error.code}: ${error.message}`),
+          );
+        }
+        assert.is(errors[0], errors[1], bad);
+        assert.not.equal(errors[0], 'decoded');
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
+
 const declines = suite('jpeg fast path: declines what sharp would change or refuse');
 
 declines('EXIF rotation, an ICC profile, CMYK: left to sharp, which rotates and converts them', async () => {
@@ -223,11 +256,12 @@ detector(
       assert.match(d.info().jpegDecoder, /^libjpeg-turbo \d+\.\d+\.\d+$/);
       const photo = fs.readFileSync(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
       const plain = await d.detect(photo);
+      const fromFile = await d.detect(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
       const resized = await d.detect(photo, { maxSize: 800 });
       const shrunk = await d.detect(photo, { maxSize: 320 });
       const rotated = await d.detect(await sharp(photo).withMetadata({ orientation: 3 }).jpeg().toBuffer());
-      assert.equal(decoders, ['libjpeg-turbo', 'libjpeg-turbo', 'sharp', 'sharp']);
-      for (const result of [plain, resized, shrunk, rotated]) {
+      assert.equal(decoders, ['libjpeg-turbo', 'libjpeg-turbo', 'libjpeg-turbo', 'sharp', 'sharp']);
+      for (const result of [plain, fromFile, resized, shrunk, rotated]) {
         assert.ok(!Array.isArray(result) && result.faces_count > 0);
       }
     } finally {
