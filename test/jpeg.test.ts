@@ -230,6 +230,38 @@ declines(
   },
 );
 
+declines(
+  '400 damaged JPEGs (fixed seed): the same pixels or the same error as sharp alone, never a crash',
+  async () => {
+    const photo = path.join(FIXTURES, 'seed-images', 'diverse_group.jpg');
+    const sources = [
+      await sharp(photo).resize(96, 64).jpeg({ quality: 80 }).toBuffer(),
+      await sharp(photo).resize(96, 64).jpeg({ quality: 80, progressive: true }).toBuffer(),
+    ];
+    let seed = 42;
+    const random = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+    const outcome = (result: Promise<{ data: Buffer; width: number; decodedBy?: string }>) =>
+      result.then(
+        (image) => ({ text: `${image.width} ${image.data.toString('base64')}`, native: !!image.decodedBy }),
+        (error: FacedetError) => ({ text: `${error.code}: ${error.message}`, native: false }),
+      );
+    let decodedNatively = 0;
+    for (let i = 0; i < 400; i++) {
+      const bytes = Buffer.from(sources[i % 2]!);
+      for (let k = 1 + Math.floor(random() * 4); k > 0; k--) {
+        bytes[Math.floor(random() * bytes.length)] = Math.floor(random() * 256);
+      }
+      const input = random() < 0.2 ? bytes.subarray(0, Math.floor(random() * bytes.length)) : bytes;
+      const a = await outcome(decodeImage(input, native));
+      const b = await outcome(decodeImage(input, viaSharp));
+      assert.is(a.text, b.text, `mutant ${i}`);
+      if (a.native) decodedNatively++;
+    }
+    // Damage that libjpeg does not notice (in markers it skips, or pixels that still decode) stays native.
+    assert.ok(decodedNatively > 50, `${decodedNatively} of 400 decoded natively`);
+  },
+);
+
 declines('wrong arguments are a TypeError, not a crash', () => {
   const call = decodeJpeg as unknown as (...args: unknown[]) => unknown;
   for (const args of [[], [Buffer.alloc(1)], [1, 2], [new Float32Array(4), Buffer.alloc(4)], ['a', 'b']]) {
