@@ -183,11 +183,26 @@ async function decodeJpegFast(
 /** Files larger than this are left to sharp rather than read whole for the JPEG fast path. */
 const FAST_PATH_MAX_FILE_BYTES = 256 * 2 ** 20;
 
-/** A regular file's bytes, or undefined (missing, unreadable, not a regular file, or too large). */
-async function readRegularFile(file: string): Promise<Buffer | undefined> {
+/**
+ * A regular file's bytes if it starts like a JPEG (its first two bytes read first), else undefined:
+ * missing, unreadable, not a regular file, too large or another format.
+ */
+async function readJpegFile(file: string): Promise<Buffer | undefined> {
+  // stat before open: opening a FIFO would wait for a writer.
   const stat = await fs.promises.stat(file).catch(() => undefined);
-  if (!stat?.isFile() || stat.size > FAST_PATH_MAX_FILE_BYTES) return undefined;
-  return fs.promises.readFile(file).catch(() => undefined);
+  if (!stat?.isFile() || stat.size < 2 || stat.size > FAST_PATH_MAX_FILE_BYTES) return undefined;
+  const handle = await fs.promises.open(file, 'r').catch(() => undefined);
+  if (!handle) return undefined;
+  try {
+    const soi = Buffer.alloc(2);
+    await handle.read(soi, 0, 2, 0);
+    if (soi[0] !== 0xff || soi[1] !== 0xd8) return undefined;
+    return await handle.readFile();
+  } catch {
+    return undefined;
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
 }
 
 /**
@@ -205,9 +220,9 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions): Pr
   // (including a failure) goes the general way below, which gives the errors their messages.
   const header = typeof input === 'string' ? undefined : headerSize(input);
   if (options.jpeg) {
-    // A file is read here for the fast path; if it is not a JPEG the fast path takes, sharp gets the path
-    // (and reads the file itself: its errors and messages stay those for a file).
-    const bytes = typeof input === 'string' ? await readRegularFile(input) : input;
+    // A JPEG file is read here for the fast path; if it is not one the fast path takes, sharp gets the
+    // path (and reads the file itself: its errors and messages stay those for a file).
+    const bytes = typeof input === 'string' ? await readJpegFile(input) : input;
     const jpegHeader =
       bytes && bytes[0] === 0xff ? (bytes === input ? header : headerSize(bytes)) : undefined;
     if (bytes && jpegHeader) {
