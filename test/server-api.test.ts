@@ -663,7 +663,7 @@ docs("the base64 endpoint's documented example works as is", async () => {
 });
 
 docs(
-  '/metrics counts requests by route and status, images by outcome, faces, batches and stages',
+  '/metrics counts requests by route and status, images by outcome and decoder, faces, batches and stages',
   async () => {
     const res = await request<string>(`${api.url}/metrics`);
     assert.is(res.status, 200);
@@ -679,6 +679,10 @@ docs(
     assert.ok(metricValue(m, 'facedet_images_total', { endpoint: 'files', outcome: 'ok' }) >= 4);
     assert.ok(metricValue(m, 'facedet_faces_total', { endpoint: 'base64' }) >= 23);
     assert.ok(metricValue(m, 'facedet_batches_total') >= 10);
+    const decoded = (decoder: string) => metricValue(m, 'facedet_images_decoded_total', { decoder });
+    assert.ok(decoded('libjpeg-turbo') + decoded('sharp') >= 10);
+    // The fixture JPEGs are plain ones: with the JPEG fast path (the addon's engines) it decodes them.
+    if (detector.info().jpegDecoder !== 'sharp') assert.ok(decoded('libjpeg-turbo') >= 4);
     assert.ok(metricValue(m, 'facedet_batch_size_count') >= 10);
     assert.ok(metricValue(m, 'facedet_inference_duration_seconds_count') >= 10);
     for (const stage of [
