@@ -2,15 +2,18 @@
 // The JPEG fast path. sharp (libvips with mozjpeg) takes 1.9-2.0 ms for a 512x512 JPEG that libjpeg-turbo
 // decodes in 0.73 ms on the same core, most of the difference in libvips' thread hand-offs (about 50
 // context switches a call). For a JPEG whose pixels sharp would not change (no EXIF rotation, no colour
-// profile to apply) both give the same bytes, so the library decodes those here (and has sharp resize
-// them when they shrink by less than 3) and leaves every other image, and every JPEG that draws so much
-// as a warning, to sharp.
+// profile to apply) both give the same bytes, so the library decodes those here (resized as sharp would,
+// row by row as they are decoded: resize.cc, when they shrink by less than 3, where sharp too decodes at
+// full size) and leaves every other image, and every JPEG that draws so much as a warning, to sharp.
 #include "jpeg.h"
 
 #include <algorithm>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
+#include <new>
+
+#include "resize.h"
 
 // jpeglib.h needs FILE and size_t declared before it.
 #include <jpeglib.h>
@@ -111,10 +114,10 @@ const char* notPlain(const jpeg_decompress_struct& cinfo) {
   return nullptr;
 }
 
-// The decoder proper, C-style: nothing with a destructor may live across the setjmp. `errors` is the
-// caller's, so that the message outlives this frame.
-const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size_t outputSize,
-                   ErrorManager* errors) {
+// The decoder proper, C-style: nothing with a destructor may live across the setjmp. `errors` and
+// `reducer` are the caller's, so that the message outlives this frame and the reducer's memory is freed.
+const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size_t outputSize, int width,
+                   int height, RgbReducer* reducer, ErrorManager* errors) {
   jpeg_decompress_struct cinfo;
   jpeg_progress_mgr progress;
   progress.progress_monitor = onProgress;
@@ -138,19 +141,37 @@ const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size
   if (!reason) {
     cinfo.out_color_space = JCS_RGB;
     jpeg_calc_output_dimensions(&cinfo);
-    const size_t stride = size_t(cinfo.output_width) * 3;
-    if (cinfo.output_components != 3 || stride * cinfo.output_height != outputSize) {
+    const int sourceWidth = static_cast<int>(cinfo.output_width);
+    const int sourceHeight = static_cast<int>(cinfo.output_height);
+    const bool resize = sourceWidth != width || sourceHeight != height;
+    if (cinfo.output_components != 3 || size_t(width) * height * 3 != outputSize) {
       reason = "output size differs";
-    } else {
-      jpeg_start_decompress(&cinfo);
-      while (cinfo.output_scanline < cinfo.output_height) {
-        JSAMPROW rows[16];
-        const JDIMENSION first = cinfo.output_scanline;
-        const JDIMENSION count = std::min<JDIMENSION>(16, cinfo.output_height - first);
-        for (JDIMENSION i = 0; i < count; ++i) rows[i] = output + (first + i) * stride;
-        jpeg_read_scanlines(&cinfo, rows, count);
+    } else if (resize) {
+      try {
+        reason = reducer->plan(sourceWidth, sourceHeight, width, height, output);
+      } catch (const std::bad_alloc&) {
+        reason = "resize: out of memory";  // and cinfo is still destroyed below
       }
-      jpeg_finish_decompress(&cinfo);
+    }
+    if (!reason) {
+      const size_t stride = size_t(sourceWidth) * 3;
+      jpeg_start_decompress(&cinfo);
+      while (!reason && cinfo.output_scanline < cinfo.output_height) {
+        const JDIMENSION first = cinfo.output_scanline;
+        if (resize) {
+          // One row at a time into the reducer's ring, which writes the output rows each completes.
+          JSAMPROW row = reducer->sourceRow(static_cast<int>(first));
+          if (jpeg_read_scanlines(&cinfo, &row, 1) == 1 && !reducer->sourceRowDone())
+            reason = "resize: lost a row";
+        } else {
+          JSAMPROW rows[16];
+          const JDIMENSION count = std::min<JDIMENSION>(16, cinfo.output_height - first);
+          for (JDIMENSION i = 0; i < count; ++i) rows[i] = output + (first + i) * stride;
+          jpeg_read_scanlines(&cinfo, rows, count);
+        }
+      }
+      if (!reason) jpeg_finish_decompress(&cinfo);
+      if (!reason && resize && !reducer->finished()) reason = "resize: rows missing";
     }
   }
   jpeg_destroy_decompress(&cinfo);
@@ -159,12 +180,14 @@ const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size
 
 class DecodeWorker : public Napi::AsyncWorker {
  public:
-  DecodeWorker(Napi::Env env, Napi::Uint8Array input, Napi::Uint8Array output)
+  DecodeWorker(Napi::Env env, Napi::Uint8Array input, Napi::Uint8Array output, int width, int height)
       : Napi::AsyncWorker(env, "facedet:decodeJpeg"),
         input_(input.Data()),
         inputSize_(input.ByteLength()),
         output_(output.Data()),
         outputSize_(output.ByteLength()),
+        width_(width),
+        height_(height),
         deferred_(env) {
     // Both arrays are read and written on the worker thread: hold them until it is done.
     inputRef_ = Napi::Persistent(input.As<Napi::Object>());
@@ -174,7 +197,7 @@ class DecodeWorker : public Napi::AsyncWorker {
 
   void Execute() override {
     try {
-      reason_ = decodeJpegInto(input_, inputSize_, output_, outputSize_);
+      reason_ = decodeJpegInto(input_, inputSize_, output_, outputSize_, width_, height_);
     } catch (const std::exception& e) {
       reason_ = std::string("failed: ") + e.what();
     }
@@ -198,6 +221,8 @@ class DecodeWorker : public Napi::AsyncWorker {
   size_t inputSize_;
   uint8_t* output_;
   size_t outputSize_;
+  int width_;
+  int height_;
   std::string reason_;
   Napi::ObjectReference inputRef_;
   Napi::ObjectReference outputRef_;
@@ -206,9 +231,11 @@ class DecodeWorker : public Napi::AsyncWorker {
 
 }  // namespace
 
-std::string decodeJpegInto(const uint8_t* input, size_t inputSize, uint8_t* output, size_t outputSize) {
+std::string decodeJpegInto(const uint8_t* input, size_t inputSize, uint8_t* output, size_t outputSize,
+                           int width, int height) {
   ErrorManager errors;
-  const char* reason = decode(input, inputSize, output, outputSize, &errors);
+  RgbReducer reducer;
+  const char* reason = decode(input, inputSize, output, outputSize, width, height, &reducer, &errors);
   if (!reason) return std::string();
   return reason == errors.message ? std::string("libjpeg: ") + reason : std::string(reason);
 }
@@ -216,12 +243,23 @@ std::string decodeJpegInto(const uint8_t* input, size_t inputSize, uint8_t* outp
 Napi::Value DecodeJpeg(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   // The library validates in TS; this only keeps a wrong call from reaching memory it does not own.
-  if (info.Length() != 2 || !info[0].IsTypedArray() || !info[1].IsTypedArray() ||
-      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
-      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-    throw Napi::TypeError::New(env, "decodeJpeg(input, output) takes two Uint8Arrays");
+  const auto isBytes = [](const Napi::Value& value) {
+    return value.IsTypedArray() && value.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array;
+  };
+  const auto isSide = [](const Napi::Value& value) {
+    if (!value.IsNumber()) return false;
+    const double side = value.As<Napi::Number>().DoubleValue();
+    return side >= 1 && side <= 65535 && side == static_cast<int>(side);
+  };
+  if (info.Length() != 4 || !isBytes(info[0]) || !isBytes(info[1]) || !isSide(info[2]) || !isSide(info[3])) {
+    throw Napi::TypeError::New(
+        env,
+        "decodeJpeg(input, output, width, height) takes two Uint8Arrays and two integers "
+        "from 1 to 65535");
   }
-  auto* worker = new DecodeWorker(env, info[0].As<Napi::Uint8Array>(), info[1].As<Napi::Uint8Array>());
+  auto* worker =
+      new DecodeWorker(env, info[0].As<Napi::Uint8Array>(), info[1].As<Napi::Uint8Array>(),
+                       info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Int32Value());
   Napi::Promise promise = worker->promise();
   worker->Queue();
   return promise;

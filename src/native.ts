@@ -89,10 +89,15 @@ export interface NativeEngine {
 }
 
 /**
- * Decodes a plain JPEG into `output` on libuv's pool (see preprocess's JpegDecoder): null when it did,
- * else why not.
+ * Decodes a plain JPEG into `output` on libuv's pool, resized to `width` x `height` if those are not its
+ * own (see preprocess's JpegDecoder): null when it did, else why not.
  */
-export type NativeJpegDecode = (input: Uint8Array, output: Uint8Array) => Promise<string | null>;
+export type NativeJpegDecode = (
+  input: Uint8Array,
+  output: Uint8Array,
+  width: number,
+  height: number,
+) => Promise<string | null>;
 
 export interface NativeBinding {
   Engine: { load(options: NativeLoadOptions): Promise<NativeEngine> };

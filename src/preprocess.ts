@@ -14,18 +14,25 @@ export interface DecodeOptions {
   maxPixels: number;
   /**
    * A decoder for plain JPEGs (the native addon's `decodeJpeg`, libjpeg-turbo: the same pixels as sharp's,
-   * in 0.8 instead of 2 ms for 512x512), used for those that shrink by less than 3 (see decodeJpegFast),
-   * in memory or in a regular file (then read here); anything it declines goes to sharp.
+   * in 0.8 instead of 2 ms for 512x512, and resized as sharp resizes), used for those that shrink by less
+   * than 3 (see decodeJpegFast), in memory or in a regular file (then read here); anything it declines
+   * goes to sharp.
    */
   jpeg?: JpegDecoder | undefined;
 }
 
 /**
- * Decodes a JPEG into `output` (RGB, the JPEG's own size) if it is a plain one (8-bit greyscale or YCbCr,
- * no ICC profile, no EXIF rotation, at most 256 scans, not even a warning from libjpeg): resolves null
- * when it did, or why it did not (then `output` holds nothing of use).
+ * Decodes a JPEG into `output` (RGB, `width` x `height`: the JPEG's own size, or smaller, resized as
+ * sharp's resize(width, height, { fit: 'fill', kernel: 'linear' }) would) if it is a plain one (8-bit
+ * greyscale or YCbCr, no ICC profile, no EXIF rotation, at most 256 scans, not even a warning from
+ * libjpeg): resolves null when it did, or why it did not (then `output` holds nothing of use).
  */
-export type JpegDecoder = (input: Uint8Array, output: Uint8Array) => Promise<string | null>;
+export type JpegDecoder = (
+  input: Uint8Array,
+  output: Uint8Array,
+  width: number,
+  height: number,
+) => Promise<string | null>;
 
 export interface DecodedImage {
   /** RGB, 8 bits, row-major, `width * height * 3` bytes. */
@@ -124,11 +131,6 @@ async function decodePixels(
   return { data, width: info.width, height: info.height };
 }
 
-/** Full-size pixel buffers of JPEGs being resized, kept for the next (fresh ones cost page faults). */
-const scratchBuffers: Buffer[] = [];
-const SCRATCH_KEEP = 2;
-const SCRATCH_MAX_BYTES = 32 * 2 ** 20;
-
 /**
  * Whether sharp decodes a JPEG at full size to resize it to `target`. Its loader has libjpeg shrink the
  * image by 2, 4 or 8 while decoding (shrink-on-load) once the smaller of the two shrink factors reaches
@@ -140,12 +142,20 @@ function sharpDecodesFullSize(width: number, height: number, target: { width: nu
 }
 
 /**
+ * The libvips whose resize the addon reproduces (native/resize.cc: libvips 8.18's reducev and reduceh,
+ * as sharp 0.35 calls them). With another, JPEGs that must shrink are left to sharp.
+ */
+export const NATIVE_RESIZE_LIBVIPS = /^8\.18\./;
+export const nativeResizeMatchesSharp = NATIVE_RESIZE_LIBVIPS.test(sharp.versions.vips);
+
+/**
  * The JPEG fast path (`DecodeOptions.jpeg`): a JPEG whose header fits the pixel limit is decoded by
  * libjpeg-turbo if it is a plain one and sharp would decode it at full size (sharpDecodesFullSize: it
- * shrinks by less than 3), then, if it must shrink, resized by sharp from those pixels: the result equals
- * sharp's own, byte for byte. A JPEG that sharp has libjpeg shrink while decoding stays with sharp (the
- * entropy decoding, which both do in full, is most of that work: a 4032x3024 JPEG to 1080x810 took 21-22
- * ms here and 22.5-23 ms through sharp), as does anything the decoder declines. Undefined: not decoded here.
+ * shrinks by less than 3), and resized as it is decoded, row by row, by the addon's copy of sharp's
+ * resize (its integer arithmetic, to the rounding of its running positions): the result equals sharp's
+ * own, byte for byte. A JPEG that sharp has libjpeg shrink while decoding stays with sharp (the entropy
+ * decoding, which both do in full, is most of that work: a 4032x3024 JPEG to 1080x810 took 21-22 ms here
+ * and 22.5-23 ms through sharp), as does anything the decoder declines. Undefined: not decoded here.
  */
 async function decodeJpegFast(
   input: Uint8Array,
@@ -157,27 +167,13 @@ async function decodeJpegFast(
   if (width * height > options.maxPixels) return undefined;
   const size = fitSize(width, height, options.maxSize);
   if (!sharpDecodesFullSize(width, height, size)) return undefined;
-  const resized = size.width !== width || size.height !== height;
-  const bytes = width * height * 3;
-  const scratch = resized ? scratchBuffers.findIndex((b) => b.length >= bytes) : -1;
-  const buffer = scratch >= 0 ? scratchBuffers.splice(scratch, 1)[0]! : Buffer.allocUnsafe(bytes);
-  const pixels = buffer.length === bytes ? buffer : buffer.subarray(0, bytes);
-  try {
-    const declined = await decode(input, pixels).catch((error: unknown) => String(error));
-    if (declined !== null) return undefined;
-    const image = { originalWidth: width, originalHeight: height, decodedBy: 'libjpeg-turbo' as const };
-    if (!resized) return { ...image, data: pixels, width, height };
-    const data = await sharp(pixels, { raw: { width, height, channels: 3 } })
-      .resize(size.width, size.height, RESIZE)
-      .raw()
-      .toBuffer()
-      .catch(() => undefined);
-    return data && { ...image, data, width: size.width, height: size.height };
-  } finally {
-    if (resized && buffer.length <= SCRATCH_MAX_BYTES && scratchBuffers.length < SCRATCH_KEEP) {
-      scratchBuffers.push(buffer);
-    }
-  }
+  if ((size.width !== width || size.height !== height) && !nativeResizeMatchesSharp) return undefined;
+  const data = Buffer.allocUnsafe(size.width * size.height * 3);
+  const declined = await decode(input, data, size.width, size.height).catch((error: unknown) =>
+    String(error),
+  );
+  if (declined !== null) return undefined;
+  return { data, ...size, originalWidth: width, originalHeight: height, decodedBy: 'libjpeg-turbo' };
 }
 
 /** Files larger than this are left to sharp rather than read whole for the JPEG fast path. */

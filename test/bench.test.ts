@@ -93,19 +93,26 @@ units('bench:load says where the time outside the network goes at concurrency 1'
   assert.ok(text.endsWith(atOne), text);
   assert.not.match(text, /Decoding alone/);
   assert.match(text, 'decode (decoded and resized by sharp) and queue wait per image');
-  // Before the JPEG fast path (no decoder recorded: sharp), and with it.
-  for (const decoder of [undefined, 'libjpeg-turbo 2.1.5']) {
+  // Before the JPEG fast path (no decoder recorded: sharp), with it, and with it resizing too.
+  for (const [decoder, resizer] of [
+    [undefined, undefined],
+    ['libjpeg-turbo 2.1.5', undefined],
+    ['libjpeg-turbo 2.1.5', 'addon'],
+  ] as const) {
     const withDecode = loadMarkdown({
       ...report,
       decodeOnly: {
         ms: summarize([8, 9, 10]),
         eighthMs: summarize([5, 5.5, 6]),
         ...(decoder ? { decoder } : {}),
+        ...(resizer ? { resizer } : {}),
       },
     });
-    const how = decoder
-      ? "decoded by libjpeg-turbo 2.1.5 (the addon's JPEG fast path) and resized by sharp"
-      : 'decoded and resized by sharp';
+    const how = !decoder
+      ? 'decoded and resized by sharp'
+      : resizer
+        ? "decoded by libjpeg-turbo 2.1.5 and resized as sharp resizes, row by row (the addon's JPEG fast path)"
+        : "decoded by libjpeg-turbo 2.1.5 (the addon's JPEG fast path) and resized by sharp";
     assert.match(
       withDecode,
       `Decoding alone, before the server starts (one image at a time, as the server does: ${how} to max size ` +

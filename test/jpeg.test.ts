@@ -1,6 +1,6 @@
-// The JPEG fast path (native/jpeg.cc): libjpeg-turbo decodes plain JPEGs into exactly sharp's pixels
-// (sharp resizes them when they shrink by less than 3), declines everything sharp would change or
-// complain about, and never takes the process down.
+// The JPEG fast path (native/jpeg.cc, native/resize.cc): libjpeg-turbo decodes plain JPEGs into exactly
+// sharp's pixels (resized as sharp resizes them, when they shrink by less than 3), declines everything
+// sharp would change or complain about, and never takes the process down.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { FaceDetector } from '../src/detector';
 import { FacedetError } from '../src/errors';
 import { loadBinding } from '../src/native';
-import { type DecodeOptions, decodeImage } from '../src/preprocess';
+import { type DecodeOptions, NATIVE_RESIZE_LIBVIPS, decodeImage } from '../src/preprocess';
 import { MOBILENET_DIR, requireModel } from './helpers/model';
 
 const FIXTURES = path.resolve(__dirname, '..', '..', 'shared', 'fixtures');
@@ -104,29 +104,106 @@ pixels(
   },
 );
 
+pixels('resized: decoded and resized natively where sharp decodes at full size; equal to sharp', async () => {
+  const photo = path.join(FIXTURES, 'seed-images', 'diverse_group.jpg');
+  const hd = await sharp(photo).resize(1920, 1080, { fit: 'cover' }).jpeg({ quality: 90 }).toBuffer();
+  for (const [maxSize, decodedBy] of [
+    [1080, 'libjpeg-turbo'],
+    [961, 'libjpeg-turbo'],
+    // sharp decodes at full size up to a shrink of 3 ("known libjpeg rounding errors" from 2 to 3).
+    [960, 'libjpeg-turbo'],
+    [641, 'libjpeg-turbo'],
+    // From 3 on it has libjpeg decode at 1/2, 1/4 or 1/8 of the size: left to it.
+    [640, undefined],
+    [480, undefined],
+    [200, undefined],
+  ] as const) {
+    const a = await decodeImage(hd, { ...native, maxSize });
+    const b = await decodeImage(hd, { ...viaSharp, maxSize });
+    assert.is(a.decodedBy, decodedBy, `max size ${maxSize}`);
+    assert.equal([a.width, a.height, a.originalWidth, a.originalHeight], [b.width, b.height, 1920, 1080]);
+    assert.is(a.width, maxSize);
+    assert.ok(a.data.equals(b.data), `max size ${maxSize}: pixels differ from sharp's`);
+  }
+});
+
+/** Pseudo-random RGB bytes (a fixed sequence per seed): noise keeps every pixel of a resize telling. */
+function noise(width: number, height: number, seed: number): Buffer {
+  const data = Buffer.alloc(width * height * 3);
+  let state = seed >>> 0;
+  for (let i = 0; i < data.length; i++) {
+    state = (state * 1103515245 + 12345) >>> 0;
+    data[i] = state >>> 16;
+  }
+  return data;
+}
+
+const RESIZE = { fit: 'fill', kernel: 'linear' } as const;
+
 pixels(
-  'resized: decoded natively, then by sharp, where sharp decodes at full size; equal to sharp',
+  'resized natively: byte for byte sharp’s, also where the rounding of libvips’ running positions decides',
   async () => {
-    const photo = path.join(FIXTURES, 'seed-images', 'diverse_group.jpg');
-    const hd = await sharp(photo).resize(1920, 1080, { fit: 'cover' }).jpeg({ quality: 90 }).toBuffer();
-    for (const [maxSize, decodedBy] of [
-      [1080, 'libjpeg-turbo'],
-      [961, 'libjpeg-turbo'],
-      // sharp decodes at full size up to a shrink of 3 ("known libjpeg rounding errors" from 2 to 3).
-      [960, 'libjpeg-turbo'],
-      [641, 'libjpeg-turbo'],
-      // From 3 on it has libjpeg decode at 1/2, 1/4 or 1/8 of the size: left to it.
-      [640, undefined],
-      [480, undefined],
-      [200, undefined],
-    ] as const) {
-      const a = await decodeImage(hd, { ...native, maxSize });
-      const b = await decodeImage(hd, { ...viaSharp, maxSize });
-      assert.is(a.decodedBy, decodedBy, `max size ${maxSize}`);
-      assert.equal([a.width, a.height, a.originalWidth, a.originalHeight], [b.width, b.height, 1920, 1080]);
-      assert.is(a.width, maxSize);
-      assert.ok(a.data.equals(b.data), `max size ${maxSize}: pixels differ from sharp's`);
+    assert.match(
+      sharp.versions.vips,
+      NATIVE_RESIZE_LIBVIPS,
+      'sharp’s libvips is not the one resize.cc copies',
+    );
+    // 289 -> 192 rows: every third row's position lands exactly between two of libvips' 64 sub-pixel
+    // masks, so which one it takes depends on how its running sum of positions rounds, which depends on
+    // where libvips restarts it (every 10 rows here, the rows its line cache asks for). sharp from raw
+    // pixels restarts every 16 rows and gives other pixels: this size tells the two apart.
+    const cases: [number, number, number, number][] = [
+      [289, 289, 192, 192],
+      [1920, 1080, 1080, 608],
+      [577, 385, 384, 256],
+      [2047, 1151, 1080, 607],
+      [97, 3, 65, 2],
+      [7, 200, 3, 101],
+      [400, 300, 399, 300],
+      [400, 300, 400, 299],
+    ];
+    let seed = 7;
+    const random = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+    while (cases.length < 60) {
+      const width = 2 + random(700);
+      const height = 2 + random(700);
+      const shrink = 1 + random(1999) / 1000;
+      cases.push([width, height, Math.round(width / shrink) || 1, Math.round(height / shrink) || 1]);
     }
+    const encodings = [
+      (s: sharp.Sharp) => s.jpeg({ quality: 95 }),
+      (s: sharp.Sharp) => s.greyscale().jpeg({ quality: 95 }),
+      (s: sharp.Sharp) => s.jpeg({ quality: 95, progressive: true, chromaSubsampling: '4:4:4' }),
+    ];
+    for (const [i, [width, height, w, h]] of cases.entries()) {
+      const raw = noise(width, height, i + 1);
+      const jpeg = await encodings[i % 3]!(sharp(raw, { raw: { width, height, channels: 3 } })).toBuffer();
+      const expected = await sharp(jpeg).resize(w, h, RESIZE).toColourspace('srgb').raw().toBuffer();
+      const output = Buffer.alloc(w * h * 3);
+      assert.is(await decodeJpeg!(jpeg, output, w, h), null, `${width}x${height} -> ${w}x${h}`);
+      assert.ok(output.equals(expected), `${width}x${height} -> ${w}x${h}: pixels differ from sharp's`);
+      if (i === 0) {
+        const full = Buffer.alloc(width * height * 3);
+        assert.is(await decodeJpeg!(jpeg, full, width, height), null);
+        const fromRaw = await sharp(full, { raw: { width, height, channels: 3 } })
+          .resize(w, h, RESIZE)
+          .raw()
+          .toBuffer();
+        assert.not.ok(
+          fromRaw.equals(expected),
+          'sharp from raw pixels no longer differs: the case tells nothing',
+        );
+      }
+    }
+    // What it does not do as sharp would: declined, and left to sharp.
+    const jpeg = await sharp(noise(64, 48, 1), { raw: { width: 64, height: 48, channels: 3 } })
+      .jpeg()
+      .toBuffer();
+    assert.is(await decodeJpeg!(jpeg, Buffer.alloc(65 * 48 * 3), 65, 48), 'resize: not a reduction');
+    assert.is(
+      await decodeJpeg!(jpeg, Buffer.alloc(16 * 48 * 3), 16, 48),
+      'resize: libvips would shrink first',
+    );
   },
 );
 
@@ -173,7 +250,12 @@ declines('EXIF rotation, an ICC profile, CMYK: left to sharp, which rotates and 
   for (const [name, [encode, reason]] of Object.entries(cases)) {
     const bytes = await encode();
     const meta = await sharp(bytes).metadata();
-    const reply = await decodeJpeg!(bytes, Buffer.alloc(meta.width * meta.height * 3));
+    const reply = await decodeJpeg!(
+      bytes,
+      Buffer.alloc(meta.width * meta.height * 3),
+      meta.width,
+      meta.height,
+    );
     assert.match(reply ?? 'decoded', reason, name);
     const a = await decodeImage(bytes, native);
     const b = await decodeImage(bytes, viaSharp);
@@ -191,18 +273,22 @@ declines(
     const bytes = fs.readFileSync(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
     const meta = await sharp(bytes).metadata();
     const size = meta.width * meta.height * 3;
+    const decode = (input: Buffer, output: Buffer) => decodeJpeg!(input, output, meta.width, meta.height);
     const truncated = bytes.subarray(0, bytes.length >> 1);
-    assert.match((await decodeJpeg!(truncated, Buffer.alloc(size))) ?? '', /^libjpeg: Premature end/);
+    assert.match((await decode(truncated, Buffer.alloc(size))) ?? '', /^libjpeg: Premature end/);
     // Bytes flipped in the middle of the entropy-coded data: at most a warning for libjpeg.
     const corrupt = Buffer.from(bytes);
     for (let i = corrupt.length >> 1; i < (corrupt.length >> 1) + 64; i++) corrupt[i] = 0xff;
-    assert.match((await decodeJpeg!(corrupt, Buffer.alloc(size))) ?? '', /^libjpeg: /);
-    assert.match((await decodeJpeg!(Buffer.from([0xff, 0xd8, 0xff]), Buffer.alloc(3))) ?? '', /^libjpeg: /);
+    assert.match((await decode(corrupt, Buffer.alloc(size))) ?? '', /^libjpeg: /);
     assert.match(
-      (await decodeJpeg!(Buffer.from('not a jpeg'), Buffer.alloc(3))) ?? '',
+      (await decodeJpeg!(Buffer.from([0xff, 0xd8, 0xff]), Buffer.alloc(3), 1, 1)) ?? '',
+      /^libjpeg: /,
+    );
+    assert.match(
+      (await decodeJpeg!(Buffer.from('not a jpeg'), Buffer.alloc(3), 1, 1)) ?? '',
       /^libjpeg: Not a JPEG/,
     );
-    assert.is(await decodeJpeg!(bytes, Buffer.alloc(size - 3)), 'output size differs');
+    assert.is(await decode(bytes, Buffer.alloc(size - 3)), 'output size differs');
     for (const input of [truncated, corrupt]) {
       const errors: string[] = [];
       for (const options of [native, viaSharp]) {
@@ -222,7 +308,7 @@ declines(
   async () => {
     // 379 valid scans, each a pass over the image (test/data/jpeg/many-scans.c made it).
     const bytes = fs.readFileSync(path.join(__dirname, 'data', 'jpeg', 'many-scans.jpg'));
-    assert.is(await decodeJpeg!(bytes, Buffer.alloc(64 * 64 * 3)), 'libjpeg: more than 256 scans');
+    assert.is(await decodeJpeg!(bytes, Buffer.alloc(64 * 64 * 3), 64, 64), 'libjpeg: more than 256 scans');
     const a = await decodeImage(bytes, native);
     const b = await decodeImage(bytes, viaSharp);
     assert.is(a.decodedBy, undefined);
@@ -264,10 +350,22 @@ declines(
 
 declines('wrong arguments are a TypeError, not a crash', () => {
   const call = decodeJpeg as unknown as (...args: unknown[]) => unknown;
-  for (const args of [[], [Buffer.alloc(1)], [1, 2], [new Float32Array(4), Buffer.alloc(4)], ['a', 'b']]) {
+  const bytes = Buffer.alloc(3);
+  for (const args of [
+    [],
+    [bytes],
+    [1, 2],
+    [bytes, bytes],
+    [new Float32Array(4), bytes, 1, 1],
+    ['a', 'b', 1, 1],
+    [bytes, bytes, 0, 1],
+    [bytes, bytes, 1.5, 1],
+    [bytes, bytes, 1, 65536],
+    [bytes, bytes, 1, '1'],
+  ]) {
     assert.throws(
       () => call(...args),
-      (e: Error) => e instanceof TypeError && /two Uint8Arrays/.test(e.message),
+      (e: Error) => e instanceof TypeError && /two Uint8Arrays and two integers/.test(e.message),
     );
   }
 });

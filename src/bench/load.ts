@@ -17,7 +17,7 @@ import { nativeJpegDecoder } from '../native';
 import { defaultBackend } from '../detector';
 import { OnnxRuntimeEngine } from '../engines/onnxruntime';
 import { defaultModelDir, modelFile, readModel } from '../model';
-import { decodeImage, packBatch } from '../preprocess';
+import { decodeImage, nativeResizeMatchesSharp, packBatch } from '../preprocess';
 import { benchImage, defaultSourceImage } from './images';
 import { type CpuShare, cpuShare, cpuSnapshot, load1, machineFacts } from './machine';
 import { fmtMs, summarize } from './stats';
@@ -197,7 +197,12 @@ async function decodeOnly(
   size: { width: number; height: number },
   maxSize: number,
   decoder: ReturnType<typeof nativeJpegDecoder>,
-): Promise<{ decoder: string; ms: ReturnType<typeof summarize>; eighthMs: ReturnType<typeof summarize> }> {
+): Promise<{
+  decoder: string;
+  resizer: 'addon' | 'sharp';
+  ms: ReturnType<typeof summarize>;
+  eighthMs: ReturnType<typeof summarize>;
+}> {
   const eighth = { width: Math.ceil(size.width / 8), height: Math.ceil(size.height / 8) };
   const time = async (run: () => Promise<unknown>) => {
     const times: number[] = [];
@@ -210,6 +215,7 @@ async function decodeOnly(
   };
   return {
     decoder: decoder?.name ?? 'sharp',
+    resizer: decoder && nativeResizeMatchesSharp ? 'addon' : 'sharp',
     ms: await time(() => decodeImage(jpeg, { maxSize, maxPixels: 2 ** 40, jpeg: decoder?.decode })),
     eighthMs: await time(() =>
       sharp(jpeg).resize(eighth.width, eighth.height, { fit: 'fill' }).raw().toBuffer(),
@@ -224,7 +230,7 @@ export interface LoadRow {
   latencyMs: { p50: number; p90: number; p99: number; mean: number; max: number };
   errors: number;
   non2xx: number;
-  /** Mean milliseconds per request (per image) of each server stage; decode is sharp decoding and resizing. */
+  /** Mean milliseconds per request (per image) of each server stage; decode is decoding and resizing. */
   stagesMs: Record<string, number | undefined>;
   meanBatchSize: number | undefined;
   load: [number, number];
@@ -330,15 +336,24 @@ const precisionNote = (precision: string | undefined) =>
 type LoadReport = Awaited<ReturnType<typeof runLoad>>;
 
 /** Who decodes the request's JPEG (reports older than the JPEG fast path lack the field: sharp). */
-const decodedWith = (decoder: string | undefined) =>
-  decoder && decoder !== 'sharp'
-    ? `decoded by ${decoder} (the addon's JPEG fast path) and resized by sharp`
-    : 'decoded and resized by sharp';
+const decodedWith = (decodeOnly: { decoder?: string; resizer?: string } | undefined) => {
+  const decoder = decodeOnly?.decoder;
+  if (!decoder || decoder === 'sharp') return 'decoded and resized by sharp';
+  return decodeOnly?.resizer === 'addon'
+    ? `decoded by ${decoder} and resized as sharp resizes, row by row (the addon's JPEG fast path)`
+    : `decoded by ${decoder} (the addon's JPEG fast path) and resized by sharp`;
+};
 
-/** Reports written before decodeOnly was measured lack it, and those before the JPEG fast path its decoder. */
+/**
+ * Reports written before decodeOnly was measured lack it, those before the JPEG fast path its decoder,
+ * and those before the fast path resized its resizer (sharp did).
+ */
 export function loadMarkdown(
   report: Omit<LoadReport, 'decodeOnly'> & {
-    decodeOnly?: Omit<LoadReport['decodeOnly'], 'decoder'> & { decoder?: string };
+    decodeOnly?: Omit<LoadReport['decodeOnly'], 'decoder' | 'resizer'> & {
+      decoder?: string;
+      resizer?: string;
+    };
   },
 ): string {
   const m = report.machine;
@@ -355,7 +370,7 @@ export function loadMarkdown(
       ? [
           '',
           `Decoding alone, before the server starts (one image at a time, as the server does: ` +
-            `${decodedWith(report.decodeOnly.decoder)} to max size ${s.maxSize}): ` +
+            `${decodedWith(report.decodeOnly)} to max size ${s.maxSize}): ` +
             `${fmtMs(report.decodeOnly.ms.median)} ms ` +
             `[${fmtMs(report.decodeOnly.ms.min)}–${fmtMs(report.decodeOnly.ms.max)}]; through sharp at 1/8 of the image's size, ` +
             `where libjpeg scales in the DCT and skips most of the inverse DCT and colour conversion but none of ` +
@@ -382,7 +397,7 @@ export function loadMarkdown(
   lines.push(
     '',
     "Stage columns: mean ms per request (one image each) from the server's facedet_stage_duration_seconds; " +
-      `decode (${decodedWith(report.decodeOnly?.decoder)}) and queue wait per image; pack, infer and postprocess per batch. ` +
+      `decode (${decodedWith(report.decodeOnly)}) and queue wait per image; pack, infer and postprocess per batch. ` +
       'Other CPU: CPUs used by processes other than the server and the load generator while the row ran ' +
       '(from /proc; "stolen": taken by the hypervisor).',
   );
