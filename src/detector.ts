@@ -145,6 +145,8 @@ interface Job {
  * the noise.
  */
 const SPARE_TENSOR_BYTES = 64 * 2 ** 20;
+/** Decoded-pixel buffers kept for the JPEG fast path's next images (see DecodeOptions.reuse). */
+const SPARE_PIXEL_BUFFERS = 4;
 
 const DEFAULTS = {
   device: 'cpu',
@@ -324,6 +326,7 @@ export class FaceDetector {
   private readonly anchors: AnchorCache;
   private readonly decodeSlots: Semaphore;
   private readonly spareTensors: (Float32Array | Uint8Array)[] = [];
+  private readonly sparePixels: Buffer[] = [];
   /** The engine takes the decoded pixels (uint8 NHWC) and converts them in its model. */
   private readonly uint8Input: boolean;
   private readonly engineThreads: number;
@@ -487,6 +490,7 @@ export class FaceDetector {
           maxSize,
           maxPixels: this.options.maxPixels,
           jpeg: this.jpeg?.decode,
+          reuse: (bytes) => this.takeSparePixels(bytes),
         });
       } finally {
         this.decodeSlots.release();
@@ -506,6 +510,8 @@ export class FaceDetector {
     const { tensor, shape } = this.uint8Input
       ? packBatchUint8(images, pack, (length) => this.takeSpare(Uint8Array, length))
       : packBatch(images, pack, (length) => this.takeSpare(Float32Array, length));
+    // Packed: the decoded pixels can take the next images' (the JPEG fast path's fresh buffers cost page faults).
+    for (const image of images) this.keepSparePixels(image.data);
     const t1 = performance.now();
     // The tensor is this batch's own: an engine on another thread may take it without a copy. When
     // these are the only images admitted, nothing else of ours needs the CPUs during the run.
@@ -587,6 +593,19 @@ export class FaceDetector {
     let bytes = 0;
     const kept = this.spareTensors.findIndex((a) => (bytes += a.byteLength) > SPARE_TENSOR_BYTES);
     if (kept >= 0) this.spareTensors.length = kept;
+  }
+
+  /** A decoded-pixel buffer of exactly this many bytes, if one is kept. */
+  private takeSparePixels(bytes: number): Buffer | undefined {
+    const i = this.sparePixels.findIndex((b) => b.length === bytes);
+    return i < 0 ? undefined : this.sparePixels.splice(i, 1)[0];
+  }
+
+  /** Keeps an image's pixel buffer once packed, the most recent first, a few of them. */
+  private keepSparePixels(data: Buffer): void {
+    if (data.byteOffset !== 0 || data.length !== data.buffer.byteLength) return; // a view: not ours to reuse
+    this.sparePixels.unshift(data);
+    if (this.sparePixels.length > SPARE_PIXEL_BUFFERS) this.sparePixels.length = SPARE_PIXEL_BUFFERS;
   }
 
   /** Images admitted and not yet finished. */

@@ -7,7 +7,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { FaceDetector } from '../src/detector';
+import { FaceDetector, type ImageResult } from '../src/detector';
 import { FacedetError } from '../src/errors';
 import { loadBinding } from '../src/native';
 import { type DecodeOptions, NATIVE_RESIZE_LIBVIPS, decodeImage } from '../src/preprocess';
@@ -394,6 +394,33 @@ detector(
       for (const result of [plain, fromFile, resized, shrunk, rotated]) {
         assert.ok(!Array.isArray(result) && result.faces_count > 0);
       }
+    } finally {
+      await d.dispose();
+    }
+  },
+);
+
+detector(
+  'decoded-pixel buffers reused from image to image: concurrent detections give what one at a time give',
+  async () => {
+    const d = await FaceDetector.create({ model: requireModel(MOBILENET_DIR), backend: 'torch', warmup: [] });
+    try {
+      // Six different photos of one size, so that each decode can take a buffer another image has left.
+      const dir = path.join(FIXTURES, 'wider-val');
+      const files = fixtureJpegs()
+        .filter((f) => f.startsWith(dir))
+        .slice(0, 6);
+      assert.is(files.length, 6);
+      const jpegs = await Promise.all(
+        files.map((f) => sharp(f).resize(1280, 720, { fit: 'cover' }).jpeg({ quality: 90 }).toBuffer()),
+      );
+      const one: ImageResult[] = [];
+      for (const jpeg of jpegs) one.push((await d.detect(jpeg, { maxSize: 800 })) as ImageResult);
+      for (let round = 0; round < 3; round++) {
+        const all = await Promise.all(jpegs.map((jpeg) => d.detect(jpeg, { maxSize: 800 })));
+        assert.equal(all, one, `round ${round}`);
+      }
+      assert.ok(one.some((r) => r.faces_count > 0));
     } finally {
       await d.dispose();
     }
