@@ -5,9 +5,6 @@
 #include <torch/version.h>
 
 #include "engine.h"
-#ifdef FACEDET_WITH_JPEG
-#include "jpeg.h"
-#endif
 #include "onednn_conv.h"
 
 namespace facedet {
@@ -39,11 +36,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   build.Set("cuda", true);
 #else
   build.Set("cuda", false);
-#endif
-#ifdef FACEDET_WITH_JPEG
-  // The JPEG fast path (jpeg.h), where CMake found libjpeg-turbo.
-  build.Set("jpeg", jpegVersion());
-  exports.Set("decodeJpeg", Napi::Function::New(env, DecodeJpeg, "decodeJpeg"));
 #endif
   exports.Set("build", build);
   exports.Set("cudaDeviceCount", Napi::Function::New(env, CudaDeviceCount, "cudaDeviceCount"));

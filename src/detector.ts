@@ -408,8 +408,8 @@ export class FaceDetector {
             // On the CPU LibTorch takes the decoded pixels and converts them itself (see the README).
             ...(backend === 'torch' && cpu ? { uint8Mean: model.card.input.mean } : {}),
           });
-    // The addon's engines have its JPEG fast path at hand (ONNX Runtime's do not load the addon).
-    const jpeg = backend === 'onnxruntime' ? undefined : nativeJpegDecoder();
+    // The JPEG fast path, for every engine: its module holds no LibTorch (see native.ts).
+    const jpeg = nativeJpegDecoder();
     const detector = new FaceDetector(engine, model, resolved, options.onBatch, jpeg);
     const bucket = cpu ? 32 : resolved.padMultiple;
     const side = Math.ceil(Math.max(32, Math.min(resolved.maxSize || 640, 1088)) / bucket) * bucket;

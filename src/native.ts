@@ -108,12 +108,15 @@ export interface NativeBinding {
     onednn?: string;
     backends: string[];
     cuda: boolean;
-    /** libjpeg-turbo's version, when the addon was built with the JPEG fast path (native/jpeg.cc). */
-    jpeg?: string;
   };
   cudaDeviceCount(): number;
-  /** The JPEG fast path (native/jpeg.cc); present when `build.jpeg` is. */
-  decodeJpeg?: NativeJpegDecode;
+}
+
+/** The JPEG fast path's own module (native/jpeg_addon.cc: no LibTorch in it). */
+export interface NativeJpegBinding {
+  decodeJpeg: NativeJpegDecode;
+  /** libjpeg-turbo's version, as "2.1.5". */
+  version: string;
 }
 
 const packageRoot = path.resolve(__dirname, '..');
@@ -146,14 +149,38 @@ function explain(error: Error): string {
   ].join('\n');
 }
 
+let jpegBinding: NativeJpegBinding | null | undefined;
+
 /**
- * The addon's JPEG fast path as preprocess's JpegDecoder, with its name ('libjpeg-turbo X.Y.Z'), or
- * undefined when the addon was built without libjpeg-turbo. Loads the addon.
+ * The JPEG fast path's module, jpeg/facedet_jpeg.node beside the addon (FACEDET_NATIVE's, or the one
+ * node-gyp-build finds), loaded once; null where it was not built (CMake found no libjpeg-turbo) or
+ * does not load. It holds no LibTorch, so loading it costs the ONNX Runtime engine nothing noticeable.
+ */
+export function loadJpegBinding(): NativeJpegBinding | null {
+  if (jpegBinding !== undefined) return jpegBinding;
+  try {
+    const explicit = process.env.FACEDET_NATIVE;
+    /* eslint-disable @typescript-eslint/no-require-imports -- native addons load through require */
+    const addon = explicit
+      ? path.resolve(explicit)
+      : (require('node-gyp-build') as { resolve(dir: string): string }).resolve(packageRoot);
+    jpegBinding = require(path.join(path.dirname(addon), 'jpeg', 'facedet_jpeg.node')) as NativeJpegBinding;
+    /* eslint-enable @typescript-eslint/no-require-imports */
+  } catch {
+    jpegBinding = null;
+  }
+  return jpegBinding;
+}
+
+/**
+ * The JPEG fast path as preprocess's JpegDecoder, with its name ('libjpeg-turbo X.Y.Z'), or undefined
+ * where its module was not built.
  */
 export function nativeJpegDecoder(): { decode: NativeJpegDecode; name: string } | undefined {
-  const { decodeJpeg, build } = loadBinding();
-  if (!decodeJpeg) return undefined;
-  return { decode: (...args) => decodeJpeg(...args), name: `libjpeg-turbo ${build.jpeg}` };
+  const jpeg = loadJpegBinding();
+  if (!jpeg) return undefined;
+  const { decodeJpeg, version } = jpeg;
+  return { decode: (...args) => decodeJpeg(...args), name: `libjpeg-turbo ${version}` };
 }
 
 /** Loads the addon once; throws a FacedetError that says how to fix what went wrong. */

@@ -1,6 +1,7 @@
 // The JPEG fast path (native/jpeg.cc, native/resize.cc): libjpeg-turbo decodes plain JPEGs into exactly
 // sharp's pixels (resized as sharp resizes them, when they shrink by less than 3), declines everything
 // sharp would change or complain about, and never takes the process down.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,13 +10,13 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { FaceDetector, type ImageResult } from '../src/detector';
 import { FacedetError } from '../src/errors';
-import { loadBinding } from '../src/native';
+import { loadJpegBinding } from '../src/native';
 import { type DecodeOptions, NATIVE_RESIZE_LIBVIPS, decodeImage } from '../src/preprocess';
 import { MOBILENET_DIR, requireModel } from './helpers/model';
 
 const FIXTURES = path.resolve(__dirname, '..', '..', 'shared', 'fixtures');
-const binding = loadBinding();
-const decodeJpeg = binding.decodeJpeg;
+const jpegModule = loadJpegBinding();
+const decodeJpeg = jpegModule?.decodeJpeg;
 const native: DecodeOptions = { maxSize: 0, maxPixels: 1e8, jpeg: decodeJpeg };
 const viaSharp: DecodeOptions = { maxSize: 0, maxPixels: 1e8 };
 
@@ -60,9 +61,16 @@ async function orientedJpeg(orientation: number): Promise<Buffer> {
 
 const pixels = suite('jpeg fast path: the same pixels as sharp');
 
-pixels('the build has it (libjpeg-turbo found by CMake)', () => {
+pixels('the build has it (libjpeg-turbo found by CMake), in a module that loads no LibTorch', () => {
   assert.type(decodeJpeg, 'function', 'built without libjpeg-turbo: install libjpeg-dev and rebuild');
-  assert.match(binding.build.jpeg ?? '', /^\d+\.\d+\.\d+$/);
+  assert.match(jpegModule?.version ?? '', /^\d+\.\d+\.\d+$/);
+  // In a fresh process: the module alone, then the libraries mapped into it.
+  const script =
+    "require(process.argv[1]); const maps = require('fs').readFileSync('/proc/self/maps', 'utf8');" +
+    'console.log(JSON.stringify({ jpeg: /libjpeg/.test(maps), torch: /libtorch|libc10/.test(maps) }))';
+  const module = path.resolve(__dirname, '..', 'build', 'Release', 'jpeg', 'facedet_jpeg.node');
+  const mapped = JSON.parse(execFileSync(process.execPath, ['-e', script, module], { encoding: 'utf8' }));
+  assert.equal(mapped, { jpeg: true, torch: false });
 });
 
 pixels(
@@ -373,29 +381,35 @@ declines('wrong arguments are a TypeError, not a crash', () => {
 const detector = suite('jpeg fast path: in the detector');
 
 detector(
-  'the torch backend decodes plain JPEGs with it (unless shrinking them by 3 or more), the rest with sharp',
+  'both CPU engines decode plain JPEGs with it (unless shrinking them by 3 or more), the rest with sharp',
   async () => {
-    const decoders: string[] = [];
-    const d = await FaceDetector.create({
-      model: requireModel(MOBILENET_DIR),
-      backend: 'torch',
-      warmup: [],
-      onBatch: (stats) => decoders.push(...stats.decoders),
-    });
-    try {
-      assert.match(d.info().jpegDecoder, /^libjpeg-turbo \d+\.\d+\.\d+$/);
-      const photo = fs.readFileSync(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
-      const plain = await d.detect(photo);
-      const fromFile = await d.detect(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
-      const resized = await d.detect(photo, { maxSize: 800 });
-      const shrunk = await d.detect(photo, { maxSize: 320 });
-      const rotated = await d.detect(await sharp(photo).withMetadata({ orientation: 3 }).jpeg().toBuffer());
-      assert.equal(decoders, ['libjpeg-turbo', 'libjpeg-turbo', 'libjpeg-turbo', 'sharp', 'sharp']);
-      for (const result of [plain, fromFile, resized, shrunk, rotated]) {
-        assert.ok(!Array.isArray(result) && result.faces_count > 0);
+    for (const backend of ['torch', 'onnxruntime'] as const) {
+      const decoders: string[] = [];
+      const d = await FaceDetector.create({
+        model: requireModel(MOBILENET_DIR),
+        backend,
+        warmup: [],
+        onBatch: (stats) => decoders.push(...stats.decoders),
+      });
+      try {
+        assert.match(d.info().jpegDecoder, /^libjpeg-turbo \d+\.\d+\.\d+$/);
+        const photo = fs.readFileSync(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
+        const plain = await d.detect(photo);
+        const fromFile = await d.detect(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
+        const resized = await d.detect(photo, { maxSize: 800 });
+        const shrunk = await d.detect(photo, { maxSize: 320 });
+        const rotated = await d.detect(await sharp(photo).withMetadata({ orientation: 3 }).jpeg().toBuffer());
+        assert.equal(
+          decoders,
+          ['libjpeg-turbo', 'libjpeg-turbo', 'libjpeg-turbo', 'sharp', 'sharp'],
+          backend,
+        );
+        for (const result of [plain, fromFile, resized, shrunk, rotated]) {
+          assert.ok(!Array.isArray(result) && result.faces_count > 0);
+        }
+      } finally {
+        await d.dispose();
       }
-    } finally {
-      await d.dispose();
     }
   },
 );

@@ -248,8 +248,8 @@ export async function runLoad(options: LoadOptions) {
   options.log(`engine alone on the 1920x1080 image (max size ${options.maxSize}) ...`);
   const engine = await engineOnly(options, image.jpeg);
   options.log(`engine: ${engine.ms.median.toFixed(1)} ms at ${engine.shape.join('x')}; decoding alone ...`);
-  // The server's JPEG decoder: the addon's fast path with its engines (ONNX Runtime's do not load it).
-  const decoder = options.backend === 'onnxruntime' ? undefined : nativeJpegDecoder();
+  // The server's JPEG decoder: the fast path's module where it was built.
+  const decoder = nativeJpegDecoder();
   const decode = await decodeOnly(image.jpeg, image, options.maxSize, decoder);
   options.log(
     `decode: ${decode.ms.median.toFixed(1)} ms, at 1/8 scale ${decode.eighthMs.median.toFixed(1)} ms; starting the server ...`,

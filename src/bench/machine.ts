@@ -21,12 +21,17 @@ export interface MachineFacts {
   libtorch: string | null;
   /** libjpeg-turbo's version in the addon's JPEG fast path, when the run used it (absent in older reports). */
   jpeg?: string | null;
+  /**
+   * Whether every engine's detector decoded with the fast path (its own module since; before, only the
+   * LibTorch engines' did: absent).
+   */
+  jpegAllEngines?: boolean;
   onnxruntime: string | null;
   python: Record<string, unknown> | null;
 }
 
 export function machineFacts(
-  runtimes: Pick<MachineFacts, 'libtorch' | 'jpeg' | 'onnxruntime' | 'python'>,
+  runtimes: Pick<MachineFacts, 'libtorch' | 'jpeg' | 'jpegAllEngines' | 'onnxruntime' | 'python'>,
 ): MachineFacts {
   const { physicalCores, flags } = cpuInfo();
   const wanted = ['avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx_vnni', 'amx_tile'];

@@ -26,7 +26,7 @@ function machineLine(r: BenchReport): string {
       (py
         ? `PyTorch ${py.torch} (Python ${py.python}, NumPy ${py.numpy}, Pillow ${py.pillow}); `
         : 'PyTorch baseline n/a; ') +
-      `sharp ${m.sharp} / libvips ${m.libvips}${m.jpeg ? `; libjpeg-turbo ${m.jpeg} (addon)` : ''}. **Threads:** ${r.settings.threads} intra-op for every runtime.`,
+      `sharp ${m.sharp} / libvips ${m.libvips}${m.jpeg ? `; libjpeg-turbo ${m.jpeg} (${m.jpegAllEngines ? 'the JPEG fast path' : 'addon'})` : ''}. **Threads:** ${r.settings.threads} intra-op for every runtime.`,
   ].join('  \n');
 }
 
@@ -100,8 +100,11 @@ export function markdownReport(r: BenchReport): string {
       `convolutions run by oneDNN directly (weights prepared once, Winograd for the wide 3x3 ones) where the ` +
       `addon has it (see Runtimes). ` +
       (r.machine.jpeg
-        ? `In the whole path the LibTorch engines' detector decodes the JPEG with libjpeg-turbo (the addon's JPEG ` +
-          `fast path: the same pixels as sharp's), the ONNX Runtime engine's with sharp. `
+        ? r.machine.jpegAllEngines
+          ? `In the whole path every engine's detector decodes the JPEG with libjpeg-turbo (the JPEG fast path, ` +
+            `a module of its own: the same pixels as sharp's). `
+          : `In the whole path the LibTorch engines' detector decodes the JPEG with libjpeg-turbo (the addon's JPEG ` +
+            `fast path: the same pixels as sharp's), the ONNX Runtime engine's with sharp. `
         : '') +
       (ours.includes('torch-bf16')
         ? "LibTorch bf16 = precision 'bf16' (opt-in, CPUs with AVX512-BF16 or AMX): model.pt's weights in " +

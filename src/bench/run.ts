@@ -12,7 +12,7 @@ import { FaceDetector } from '../detector';
 import { type InferenceEngine, NativeInferenceEngine } from '../engine';
 import { OnnxRuntimeEngine, onnxRuntimeVersion } from '../engines/onnxruntime';
 import { type ModelSource, modelFile, readModel } from '../model';
-import { loadBinding } from '../native';
+import { loadBinding, loadJpegBinding } from '../native';
 import { decodeImage, packBatch } from '../preprocess';
 import { type BenchImage, benchImage, defaultSourceImage } from './images';
 import { type CpuShare, type MachineFacts, cpuShare, cpuSnapshot, load1, machineFacts } from './machine';
@@ -316,17 +316,16 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-bench-'));
 
   let libtorch: string | null = null;
-  let jpeg: string | null = null;
   if (options.engines.includes('torch') || options.engines.includes('torch-bf16')) {
     try {
       const { build } = loadBinding();
       libtorch = build.torch + (build.onednn ? ` (fp32 convolutions: oneDNN ${build.onednn} directly)` : '');
-      jpeg = build.jpeg ?? null;
     } catch (error) {
       notes.push(`LibTorch addon unavailable: ${(error as Error).message.split('\n')[0]}`);
       options = { ...options, engines: options.engines.filter((e) => e === 'onnxruntime') };
     }
   }
+  const jpeg = loadJpegBinding()?.version ?? null;
   const ortVersion = onnxRuntimeVersion() ?? null;
   if (!ortVersion) {
     notes.push('onnxruntime-node is not installed: the ONNX Runtime engine and baseline are skipped');
@@ -359,7 +358,13 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     }
   }
 
-  const machine = machineFacts({ libtorch, jpeg, onnxruntime: ortVersion, python: pythonVersions });
+  const machine = machineFacts({
+    libtorch,
+    jpeg,
+    jpegAllEngines: jpeg !== null,
+    onnxruntime: ortVersion,
+    python: pythonVersions,
+  });
   const env: CellEnv = {
     cpu: machine.cpu,
     cpus: machine.cpus,

@@ -1,0 +1,19 @@
+// SPDX-License-Identifier: MIT
+// The JPEG fast path as a module of its own (jpeg/facedet_jpeg.node beside facedet.node): it links
+// libjpeg-turbo and nothing of LibTorch, so the ONNX Runtime engine can decode with it too without
+// loading LibTorch (150 MB more resident and 0.27 s to load).
+#include <napi.h>
+
+#include "jpeg.h"
+
+namespace {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("decodeJpeg", Napi::Function::New(env, facedet::DecodeJpeg, "decodeJpeg"));
+  exports.Set("version", facedet::jpegVersion());
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(facedet_jpeg, Init)
