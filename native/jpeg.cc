@@ -2,9 +2,9 @@
 // The JPEG fast path. sharp (libvips with mozjpeg) takes 1.9-2.0 ms for a 512x512 JPEG that libjpeg-turbo
 // decodes in 0.73 ms on the same core, most of the difference in libvips' thread hand-offs (about 50
 // context switches a call). For a JPEG whose pixels sharp would not change (no EXIF rotation, no colour
-// profile to apply) both give the same bytes, so the library decodes those here (resized as sharp would,
-// row by row as they are decoded: resize.cc, when they shrink by less than 3, where sharp too decodes at
-// full size) and leaves every other image, and every JPEG that draws so much as a warning, to sharp.
+// profile to apply) both give the same bytes, so the library decodes those here (shrunk on load by libjpeg
+// where sharp would have it shrink them, and resized as sharp would, row by row as they are decoded:
+// resize.cc) and leaves every other image, and every JPEG that draws so much as a warning, to sharp.
 #include "jpeg.h"
 
 #include <algorithm>
@@ -117,7 +117,7 @@ const char* notPlain(const jpeg_decompress_struct& cinfo) {
 // The decoder proper, C-style: nothing with a destructor may live across the setjmp. `errors` and
 // `reducer` are the caller's, so that the message outlives this frame and the reducer's memory is freed.
 const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size_t outputSize, int width,
-                   int height, RgbReducer* reducer, ErrorManager* errors) {
+                   int height, int scale, RgbReducer* reducer, ErrorManager* errors) {
   jpeg_decompress_struct cinfo;
   jpeg_progress_mgr progress;
   progress.progress_monitor = onProgress;
@@ -140,15 +140,23 @@ const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size
   const char* reason = notPlain(cinfo);
   if (!reason) {
     cinfo.out_color_space = JCS_RGB;
+    // Shrink-on-load as libvips' jpegload does it: libjpeg scales in the DCT, to ceil(size / scale).
+    cinfo.scale_num = 1;
+    cinfo.scale_denom = static_cast<unsigned>(scale);
     jpeg_calc_output_dimensions(&cinfo);
-    const int sourceWidth = static_cast<int>(cinfo.output_width);
-    const int sourceHeight = static_cast<int>(cinfo.output_height);
-    const bool resize = sourceWidth != width || sourceHeight != height;
+    // libjpeg rounds a scaled size up; libvips keeps floor(size / scale) of it, dropping the partial
+    // last column and row (jpeg2vips.c: "strict round down on shrink-on-load").
+    const int rowWidth = static_cast<int>(cinfo.output_width);
+    const int sourceWidth = static_cast<int>(cinfo.image_width) / scale;
+    const int sourceHeight = static_cast<int>(cinfo.image_height) / scale;
+    const bool resize = scale > 1 || sourceWidth != width || sourceHeight != height;
     if (cinfo.output_components != 3 || size_t(width) * height * 3 != outputSize) {
       reason = "output size differs";
+    } else if (sourceWidth < 1 || sourceHeight < 1) {
+      reason = "shrinks to nothing";
     } else if (resize) {
       try {
-        reason = reducer->plan(sourceWidth, sourceHeight, width, height, output);
+        reason = reducer->plan(sourceWidth, sourceHeight, width, height, output, rowWidth);
       } catch (const std::bad_alloc&) {
         reason = "resize: out of memory";  // and cinfo is still destroyed below
       }
@@ -159,9 +167,11 @@ const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size
       while (!reason && cinfo.output_scanline < cinfo.output_height) {
         const JDIMENSION first = cinfo.output_scanline;
         if (resize) {
-          // One row at a time into the reducer's ring, which writes the output rows each completes.
+          // One row at a time into the reducer's ring, which writes the output rows each completes (a
+          // partial last row of a scaled JPEG is read and left: every output row is written by then).
           JSAMPROW row = reducer->sourceRow(static_cast<int>(first));
-          if (jpeg_read_scanlines(&cinfo, &row, 1) == 1 && !reducer->sourceRowDone())
+          if (jpeg_read_scanlines(&cinfo, &row, 1) == 1 && static_cast<int>(first) < sourceHeight &&
+              !reducer->sourceRowDone())
             reason = "resize: lost a row";
         } else {
           JSAMPROW rows[16];
@@ -180,7 +190,8 @@ const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size
 
 class DecodeWorker : public Napi::AsyncWorker {
  public:
-  DecodeWorker(Napi::Env env, Napi::Uint8Array input, Napi::Uint8Array output, int width, int height)
+  DecodeWorker(Napi::Env env, Napi::Uint8Array input, Napi::Uint8Array output, int width, int height,
+               int scale)
       : Napi::AsyncWorker(env, "facedet:decodeJpeg"),
         input_(input.Data()),
         inputSize_(input.ByteLength()),
@@ -188,6 +199,7 @@ class DecodeWorker : public Napi::AsyncWorker {
         outputSize_(output.ByteLength()),
         width_(width),
         height_(height),
+        scale_(scale),
         deferred_(env) {
     // Both arrays are read and written on the worker thread: hold them until it is done.
     inputRef_ = Napi::Persistent(input.As<Napi::Object>());
@@ -197,7 +209,7 @@ class DecodeWorker : public Napi::AsyncWorker {
 
   void Execute() override {
     try {
-      reason_ = decodeJpegInto(input_, inputSize_, output_, outputSize_, width_, height_);
+      reason_ = decodeJpegInto(input_, inputSize_, output_, outputSize_, width_, height_, scale_);
     } catch (const std::exception& e) {
       reason_ = std::string("failed: ") + e.what();
     }
@@ -223,6 +235,7 @@ class DecodeWorker : public Napi::AsyncWorker {
   size_t outputSize_;
   int width_;
   int height_;
+  int scale_;
   std::string reason_;
   Napi::ObjectReference inputRef_;
   Napi::ObjectReference outputRef_;
@@ -232,10 +245,10 @@ class DecodeWorker : public Napi::AsyncWorker {
 }  // namespace
 
 std::string decodeJpegInto(const uint8_t* input, size_t inputSize, uint8_t* output, size_t outputSize,
-                           int width, int height) {
+                           int width, int height, int scale) {
   ErrorManager errors;
   RgbReducer reducer;
-  const char* reason = decode(input, inputSize, output, outputSize, width, height, &reducer, &errors);
+  const char* reason = decode(input, inputSize, output, outputSize, width, height, scale, &reducer, &errors);
   if (!reason) return std::string();
   return reason == errors.message ? std::string("libjpeg: ") + reason : std::string(reason);
 }
@@ -251,15 +264,21 @@ Napi::Value DecodeJpeg(const Napi::CallbackInfo& info) {
     const double side = value.As<Napi::Number>().DoubleValue();
     return side >= 1 && side <= 65535 && side == static_cast<int>(side);
   };
-  if (info.Length() != 4 || !isBytes(info[0]) || !isBytes(info[1]) || !isSide(info[2]) || !isSide(info[3])) {
-    throw Napi::TypeError::New(
-        env,
-        "decodeJpeg(input, output, width, height) takes two Uint8Arrays and two integers "
-        "from 1 to 65535");
+  const auto isScale = [](const Napi::Value& value) {
+    if (!value.IsNumber()) return false;
+    const double scale = value.As<Napi::Number>().DoubleValue();
+    return scale == 1 || scale == 2 || scale == 4 || scale == 8;
+  };
+  if (info.Length() != 5 || !isBytes(info[0]) || !isBytes(info[1]) || !isSide(info[2]) || !isSide(info[3]) ||
+      !isScale(info[4])) {
+    throw Napi::TypeError::New(env,
+                               "decodeJpeg(input, output, width, height, scale) takes two Uint8Arrays, two "
+                               "integers from 1 to 65535 and a scale of 1, 2, 4 or 8");
   }
   auto* worker =
       new DecodeWorker(env, info[0].As<Napi::Uint8Array>(), info[1].As<Napi::Uint8Array>(),
-                       info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Int32Value());
+                       info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Int32Value(),
+                       info[4].As<Napi::Number>().Int32Value());
   Napi::Promise promise = worker->promise();
   worker->Queue();
   return promise;

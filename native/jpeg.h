@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-// decodeJpeg(input, output, width, height): libjpeg-turbo straight into the caller's buffer, resized as
-// sharp resizes (resize.h), for the plain JPEGs whose pixels sharp would give unchanged (see jpeg.cc);
-// everything else is left to sharp.
+// decodeJpeg(input, output, width, height, scale): libjpeg-turbo straight into the caller's buffer,
+// shrunk on load and resized as sharp does both (resize.h), for the plain JPEGs whose pixels sharp would
+// give unchanged (see jpeg.cc); everything else is left to sharp.
 #pragma once
 
 #include <napi.h>
@@ -14,15 +14,16 @@ namespace facedet {
 
 // Decodes `input` into `output` (RGB, 8 bits, width * height * 3 bytes) when the JPEG is a plain one:
 // 8-bit greyscale or YCbCr, no ICC profile, EXIF orientation absent or 1, at most 256 scans, and libjpeg
-// reports neither an error nor a warning. A width and height other than the JPEG's resize it as sharp's
-// resize(width, height, { fit: 'fill', kernel: 'linear' }) would (RgbReducer: reductions by less than 4).
-// Returns an empty string when it did, or why not.
+// reports neither an error nor a warning. `scale` (1, 2, 4 or 8) has libjpeg shrink it while decoding
+// (in the DCT, to ceil(size / scale), as libvips' jpegload does with its `shrink`); a width and height
+// other than that size resize it as sharp's resize(width, height, { fit: 'fill', kernel: 'linear' }) would
+// (RgbReducer: reductions by less than 4). Returns an empty string when it did, or why not.
 std::string decodeJpegInto(const uint8_t* input, size_t inputSize, uint8_t* output, size_t outputSize,
-                           int width, int height);
+                           int width, int height, int scale);
 
-// The JS function: decodeJpeg(input: Uint8Array, output: Uint8Array, width: number, height: number):
-// Promise<string | null>, null when the pixels are in `output`, else the reason it was left alone. Runs
-// on libuv's pool.
+// The JS function: decodeJpeg(input: Uint8Array, output: Uint8Array, width: number, height: number,
+// scale: 1 | 2 | 4 | 8): Promise<string | null>, null when the pixels are in `output`, else the reason
+// it was left alone. Runs on libuv's pool.
 Napi::Value DecodeJpeg(const Napi::CallbackInfo& info);
 
 // libjpeg-turbo's version, as "2.1.5" (LIBJPEG_TURBO_VERSION at build time).

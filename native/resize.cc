@@ -267,7 +267,8 @@ __attribute__((target("ssse3"))) void reduceColumnsSsse3(const uint8_t* in, cons
 
 }  // namespace
 
-const char* RgbReducer::plan(int width, int height, int outWidth, int outHeight, uint8_t* output) {
+const char* RgbReducer::plan(int width, int height, int outWidth, int outHeight, uint8_t* output,
+                             int rowWidth) {
   if (const char* why = planAxis(height, outHeight, kStripRows, vertical_)) return why;
   if (const char* why = planAxis(width, outWidth, 0, horizontal_)) return why;
   width_ = width;
@@ -280,7 +281,7 @@ const char* RgbReducer::plan(int width, int height, int outWidth, int outHeight,
   // conversion writes a row whose start is aligned with non-temporal stores, straight to memory, and
   // reducev reads those rows right back (the whole resize then took 2.6 instead of 1.1 ms for the
   // 1920x1080 JPEG, depending on where malloc put the buffer).
-  rowStride_ = (size_t(width) * kChannels + 63) / 64 * 64;
+  rowStride_ = (size_t(std::max(width, rowWidth)) * kChannels + 63) / 64 * 64;
   reducedOffset_ = size_t(ringRows_) * rowStride_;
   buffer_.resize(reducedOffset_ + size_t(width + horizontal_.taps) * kChannels + 16 +
                  80);  // + 16: read ahead

@@ -12,11 +12,12 @@ namespace facedet {
 
 class RgbReducer {
  public:
-  // Prepares reducing a width x height image into `output` (outWidth x outHeight, RGB). Returns nullptr
-  // when it can do it exactly as sharp would, else why not (a static string).
-  const char* plan(int width, int height, int outWidth, int outHeight, uint8_t* output);
+  // Prepares reducing a width x height image into `output` (outWidth x outHeight, RGB; the same size
+  // copies it). Its rows may come rowWidth >= width pixels wide: the first `width` are the image. Returns
+  // nullptr when it can do it exactly as sharp would, else why not (a static string).
+  const char* plan(int width, int height, int outWidth, int outHeight, uint8_t* output, int rowWidth);
 
-  // Where source row `y` goes (width * 3 bytes). Rows come in order: 0, 1, 2, ...
+  // Where source row `y` goes (rowWidth * 3 bytes). Rows come in order: 0, 1, 2, ...
   uint8_t* sourceRow(int y);
 
   // The next source row has been written: writes every output row it completes. False if a row it

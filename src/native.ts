@@ -89,14 +89,15 @@ export interface NativeEngine {
 }
 
 /**
- * Decodes a plain JPEG into `output` on libuv's pool, resized to `width` x `height` if those are not its
- * own (see preprocess's JpegDecoder): null when it did, else why not.
+ * Decodes a plain JPEG into `output` on libuv's pool, shrunk by `scale` while decoding and resized to
+ * `width` x `height` (see preprocess's JpegDecoder): null when it did, else why not.
  */
 export type NativeJpegDecode = (
   input: Uint8Array,
   output: Uint8Array,
   width: number,
   height: number,
+  scale: 1 | 2 | 4 | 8,
 ) => Promise<string | null>;
 
 export interface NativeBinding {

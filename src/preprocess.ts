@@ -14,9 +14,8 @@ export interface DecodeOptions {
   maxPixels: number;
   /**
    * A decoder for plain JPEGs (the native addon's `decodeJpeg`, libjpeg-turbo: the same pixels as sharp's,
-   * in 0.8 instead of 2 ms for 512x512, and resized as sharp resizes), used for those that shrink by less
-   * than 3 (see decodeJpegFast), in memory or in a regular file (then read here); anything it declines
-   * goes to sharp.
+   * in 0.8 instead of 2 ms for 512x512, shrunk on load and resized as sharp does both; see
+   * decodeJpegFast), in memory or in a regular file (then read here); anything it declines goes to sharp.
    */
   jpeg?: JpegDecoder | undefined;
   /**
@@ -27,16 +26,18 @@ export interface DecodeOptions {
 }
 
 /**
- * Decodes a JPEG into `output` (RGB, `width` x `height`: the JPEG's own size, or smaller, resized as
- * sharp's resize(width, height, { fit: 'fill', kernel: 'linear' }) would) if it is a plain one (8-bit
- * greyscale or YCbCr, no ICC profile, no EXIF rotation, at most 256 scans, not even a warning from
- * libjpeg): resolves null when it did, or why it did not (then `output` holds nothing of use).
+ * Decodes a JPEG into `output` (RGB, `width` x `height`: the JPEG's own size, or smaller: shrunk by
+ * `scale` while decoding as libvips' jpegload shrinks, then resized as sharp's resize(width, height,
+ * { fit: 'fill', kernel: 'linear' }) would) if it is a plain one (8-bit greyscale or YCbCr, no ICC
+ * profile, no EXIF rotation, at most 256 scans, not even a warning from libjpeg): resolves null when it
+ * did, or why it did not (then `output` holds nothing of use).
  */
 export type JpegDecoder = (
   input: Uint8Array,
   output: Uint8Array,
   width: number,
   height: number,
+  scale: 1 | 2 | 4 | 8,
 ) => Promise<string | null>;
 
 export interface DecodedImage {
@@ -137,13 +138,19 @@ async function decodePixels(
 }
 
 /**
- * Whether sharp decodes a JPEG at full size to resize it to `target`. Its loader has libjpeg shrink the
- * image by 2, 4 or 8 while decoding (shrink-on-load) once the smaller of the two shrink factors reaches
- * that, but lowers the factor when the shrink's integer part equals it ("known libjpeg rounding errors";
- * sharp's pipeline.cc, fastShrinkOnLoad, its default): so below 3, never.
+ * The factor by which sharp has libjpeg shrink a JPEG while decoding it (shrink-on-load) to resize it to
+ * `target`: 2, 4 or 8 once the smaller of the two shrink factors reaches that, lowered when the shrink's
+ * integer part equals it ("known libjpeg rounding errors"; sharp's pipeline.cc with fastShrinkOnLoad, its
+ * default): 1 below 3, 2 from 3 to 5, 4 from 5 to 9, 8 from 9 on.
  */
-function sharpDecodesFullSize(width: number, height: number, target: { width: number; height: number }) {
-  return Math.min(width / target.width, height / target.height) < 3;
+export function sharpJpegShrink(
+  width: number,
+  height: number,
+  target: { width: number; height: number },
+): 1 | 2 | 4 | 8 {
+  const shrink = Math.min(width / target.width, height / target.height);
+  const factor = shrink >= 8 ? 8 : shrink >= 4 ? 4 : shrink >= 2 ? 2 : 1;
+  return (factor > 1 && Math.trunc(shrink) === factor ? factor / 2 : factor) as 1 | 2 | 4 | 8;
 }
 
 /**
@@ -155,12 +162,11 @@ export const nativeResizeMatchesSharp = NATIVE_RESIZE_LIBVIPS.test(sharp.version
 
 /**
  * The JPEG fast path (`DecodeOptions.jpeg`): a JPEG whose header fits the pixel limit is decoded by
- * libjpeg-turbo if it is a plain one and sharp would decode it at full size (sharpDecodesFullSize: it
- * shrinks by less than 3), and resized as it is decoded, row by row, by the addon's copy of sharp's
- * resize (its integer arithmetic, to the rounding of its running positions): the result equals sharp's
- * own, byte for byte. A JPEG that sharp has libjpeg shrink while decoding stays with sharp (the entropy
- * decoding, which both do in full, is most of that work: a 4032x3024 JPEG to 1080x810 took 21-22 ms here
- * and 22.5-23 ms through sharp), as does anything the decoder declines. Undefined: not decoded here.
+ * libjpeg-turbo if it is a plain one, shrunk on load as sharp would have libjpeg shrink it
+ * (sharpJpegShrink; libvips keeps floor(size / factor) of libjpeg's rounded-up rows and columns), and
+ * resized as it is decoded, row by row, by the addon's copy of sharp's resize (its integer arithmetic,
+ * to the rounding of its running positions): the result equals sharp's own, byte for byte. Anything the
+ * decoder declines goes to sharp. Undefined: not decoded here.
  */
 async function decodeJpegFast(
   input: Uint8Array,
@@ -171,11 +177,11 @@ async function decodeJpegFast(
   const { width, height } = header;
   if (width * height > options.maxPixels) return undefined;
   const size = fitSize(width, height, options.maxSize);
-  if (!sharpDecodesFullSize(width, height, size)) return undefined;
   if ((size.width !== width || size.height !== height) && !nativeResizeMatchesSharp) return undefined;
+  const scale = sharpJpegShrink(width, height, size);
   const data =
     options.reuse?.(size.width * size.height * 3) ?? Buffer.allocUnsafe(size.width * size.height * 3);
-  const declined = await decode(input, data, size.width, size.height).catch((error: unknown) =>
+  const declined = await decode(input, data, size.width, size.height, scale).catch((error: unknown) =>
     String(error),
   );
   if (declined !== null) return undefined;

@@ -1,6 +1,6 @@
 // The JPEG fast path (native/jpeg.cc, native/resize.cc): libjpeg-turbo decodes plain JPEGs into exactly
-// sharp's pixels (resized as sharp resizes them, when they shrink by less than 3), declines everything
-// sharp would change or complain about, and never takes the process down.
+// sharp's pixels (shrunk on load and resized as sharp does both), declines everything sharp would change
+// or complain about, and never takes the process down.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,7 +11,7 @@ import * as assert from 'uvu/assert';
 import { FaceDetector, type ImageResult } from '../src/detector';
 import { FacedetError } from '../src/errors';
 import { loadJpegBinding } from '../src/native';
-import { type DecodeOptions, NATIVE_RESIZE_LIBVIPS, decodeImage } from '../src/preprocess';
+import { type DecodeOptions, NATIVE_RESIZE_LIBVIPS, decodeImage, sharpJpegShrink } from '../src/preprocess';
 import { MOBILENET_DIR, requireModel } from './helpers/model';
 
 const FIXTURES = path.resolve(__dirname, '..', '..', 'shared', 'fixtures');
@@ -112,7 +112,7 @@ pixels(
   },
 );
 
-pixels('resized: decoded and resized natively where sharp decodes at full size; equal to sharp', async () => {
+pixels('resized: decoded, shrunk on load and resized natively at any shrink; equal to sharp', async () => {
   const photo = path.join(FIXTURES, 'seed-images', 'diverse_group.jpg');
   const hd = await sharp(photo).resize(1920, 1080, { fit: 'cover' }).jpeg({ quality: 90 }).toBuffer();
   for (const [maxSize, decodedBy] of [
@@ -121,10 +121,10 @@ pixels('resized: decoded and resized natively where sharp decodes at full size; 
     // sharp decodes at full size up to a shrink of 3 ("known libjpeg rounding errors" from 2 to 3).
     [960, 'libjpeg-turbo'],
     [641, 'libjpeg-turbo'],
-    // From 3 on it has libjpeg decode at 1/2, 1/4 or 1/8 of the size: left to it.
-    [640, undefined],
-    [480, undefined],
-    [200, undefined],
+    // From 3 on it has libjpeg decode at 1/2, 1/4 or 1/8 of the size, and so does the fast path.
+    [640, 'libjpeg-turbo'],
+    [480, 'libjpeg-turbo'],
+    [200, 'libjpeg-turbo'],
   ] as const) {
     const a = await decodeImage(hd, { ...native, maxSize });
     const b = await decodeImage(hd, { ...viaSharp, maxSize });
@@ -178,6 +178,15 @@ pixels(
       const shrink = 1 + random(1999) / 1000;
       cases.push([width, height, Math.round(width / shrink) || 1, Math.round(height / shrink) || 1]);
     }
+    // Shrunk on load first (by 2, 4 or 8: libjpeg rounds the scaled size up, libvips keeps the floor):
+    // odd sizes, and shrinks from 3 to 20.
+    cases.push([1001, 667, 300, 200], [2001, 1333, 500, 333], [999, 1001, 100, 100], [1203, 799, 60, 40]);
+    while (cases.length < 76) {
+      const width = 30 + random(1500);
+      const height = 30 + random(1500);
+      const shrink = 3 + random(17000) / 1000;
+      cases.push([width, height, Math.round(width / shrink) || 1, Math.round(height / shrink) || 1]);
+    }
     const encodings = [
       (s: sharp.Sharp) => s.jpeg({ quality: 95 }),
       (s: sharp.Sharp) => s.greyscale().jpeg({ quality: 95 }),
@@ -188,11 +197,12 @@ pixels(
       const jpeg = await encodings[i % 3]!(sharp(raw, { raw: { width, height, channels: 3 } })).toBuffer();
       const expected = await sharp(jpeg).resize(w, h, RESIZE).toColourspace('srgb').raw().toBuffer();
       const output = Buffer.alloc(w * h * 3);
-      assert.is(await decodeJpeg!(jpeg, output, w, h), null, `${width}x${height} -> ${w}x${h}`);
+      const scale = sharpJpegShrink(width, height, { width: w, height: h });
+      assert.is(await decodeJpeg!(jpeg, output, w, h, scale), null, `${width}x${height} -> ${w}x${h}`);
       assert.ok(output.equals(expected), `${width}x${height} -> ${w}x${h}: pixels differ from sharp's`);
       if (i === 0) {
         const full = Buffer.alloc(width * height * 3);
-        assert.is(await decodeJpeg!(jpeg, full, width, height), null);
+        assert.is(await decodeJpeg!(jpeg, full, width, height, 1), null);
         const fromRaw = await sharp(full, { raw: { width, height, channels: 3 } })
           .resize(w, h, RESIZE)
           .raw()
@@ -207,11 +217,12 @@ pixels(
     const jpeg = await sharp(noise(64, 48, 1), { raw: { width: 64, height: 48, channels: 3 } })
       .jpeg()
       .toBuffer();
-    assert.is(await decodeJpeg!(jpeg, Buffer.alloc(65 * 48 * 3), 65, 48), 'resize: not a reduction');
+    assert.is(await decodeJpeg!(jpeg, Buffer.alloc(65 * 48 * 3), 65, 48, 1), 'resize: not a reduction');
     assert.is(
-      await decodeJpeg!(jpeg, Buffer.alloc(16 * 48 * 3), 16, 48),
+      await decodeJpeg!(jpeg, Buffer.alloc(16 * 48 * 3), 16, 48, 1),
       'resize: libvips would shrink first',
     );
+    assert.is(await decodeJpeg!(jpeg, Buffer.alloc(3), 1, 1, 8), 'resize: libvips would shrink first');
   },
 );
 
@@ -263,6 +274,7 @@ declines('EXIF rotation, an ICC profile, CMYK: left to sharp, which rotates and 
       Buffer.alloc(meta.width * meta.height * 3),
       meta.width,
       meta.height,
+      1,
     );
     assert.match(reply ?? 'decoded', reason, name);
     const a = await decodeImage(bytes, native);
@@ -281,7 +293,7 @@ declines(
     const bytes = fs.readFileSync(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
     const meta = await sharp(bytes).metadata();
     const size = meta.width * meta.height * 3;
-    const decode = (input: Buffer, output: Buffer) => decodeJpeg!(input, output, meta.width, meta.height);
+    const decode = (input: Buffer, output: Buffer) => decodeJpeg!(input, output, meta.width, meta.height, 1);
     const truncated = bytes.subarray(0, bytes.length >> 1);
     assert.match((await decode(truncated, Buffer.alloc(size))) ?? '', /^libjpeg: Premature end/);
     // Bytes flipped in the middle of the entropy-coded data: at most a warning for libjpeg.
@@ -289,11 +301,11 @@ declines(
     for (let i = corrupt.length >> 1; i < (corrupt.length >> 1) + 64; i++) corrupt[i] = 0xff;
     assert.match((await decode(corrupt, Buffer.alloc(size))) ?? '', /^libjpeg: /);
     assert.match(
-      (await decodeJpeg!(Buffer.from([0xff, 0xd8, 0xff]), Buffer.alloc(3), 1, 1)) ?? '',
+      (await decodeJpeg!(Buffer.from([0xff, 0xd8, 0xff]), Buffer.alloc(3), 1, 1, 1)) ?? '',
       /^libjpeg: /,
     );
     assert.match(
-      (await decodeJpeg!(Buffer.from('not a jpeg'), Buffer.alloc(3), 1, 1)) ?? '',
+      (await decodeJpeg!(Buffer.from('not a jpeg'), Buffer.alloc(3), 1, 1, 1)) ?? '',
       /^libjpeg: Not a JPEG/,
     );
     assert.is(await decode(bytes, Buffer.alloc(size - 3)), 'output size differs');
@@ -316,7 +328,7 @@ declines(
   async () => {
     // 379 valid scans, each a pass over the image (test/data/jpeg/many-scans.c made it).
     const bytes = fs.readFileSync(path.join(__dirname, 'data', 'jpeg', 'many-scans.jpg'));
-    assert.is(await decodeJpeg!(bytes, Buffer.alloc(64 * 64 * 3), 64, 64), 'libjpeg: more than 256 scans');
+    assert.is(await decodeJpeg!(bytes, Buffer.alloc(64 * 64 * 3), 64, 64, 1), 'libjpeg: more than 256 scans');
     const a = await decodeImage(bytes, native);
     const b = await decodeImage(bytes, viaSharp);
     assert.is(a.decodedBy, undefined);
@@ -366,55 +378,56 @@ declines('wrong arguments are a TypeError, not a crash', () => {
     [bytes],
     [1, 2],
     [bytes, bytes],
-    [new Float32Array(4), bytes, 1, 1],
-    ['a', 'b', 1, 1],
-    [bytes, bytes, 0, 1],
-    [bytes, bytes, 1.5, 1],
-    [bytes, bytes, 1, 65536],
-    [bytes, bytes, 1, '1'],
+    [bytes, bytes, 1, 1],
+    [new Float32Array(4), bytes, 1, 1, 1],
+    ['a', 'b', 1, 1, 1],
+    [bytes, bytes, 0, 1, 1],
+    [bytes, bytes, 1.5, 1, 1],
+    [bytes, bytes, 1, 65536, 1],
+    [bytes, bytes, 1, '1', 1],
+    [bytes, bytes, 1, 1, 3],
+    [bytes, bytes, 1, 1, 16],
   ]) {
     assert.throws(
       () => call(...args),
-      (e: Error) => e instanceof TypeError && /two Uint8Arrays and two integers/.test(e.message),
+      (e: Error) =>
+        e instanceof TypeError && /two Uint8Arrays, two integers .* scale of 1, 2, 4 or 8/.test(e.message),
     );
   }
 });
 
 const detector = suite('jpeg fast path: in the detector');
 
-detector(
-  'both CPU engines decode plain JPEGs with it (unless shrinking them by 3 or more), the rest with sharp',
-  async () => {
-    for (const backend of ['torch', 'onnxruntime'] as const) {
-      const decoders: string[] = [];
-      const d = await FaceDetector.create({
-        model: requireModel(MOBILENET_DIR),
+detector('both CPU engines decode plain JPEGs with it (resized or not), the rest with sharp', async () => {
+  for (const backend of ['torch', 'onnxruntime'] as const) {
+    const decoders: string[] = [];
+    const d = await FaceDetector.create({
+      model: requireModel(MOBILENET_DIR),
+      backend,
+      warmup: [],
+      onBatch: (stats) => decoders.push(...stats.decoders),
+    });
+    try {
+      assert.match(d.info().jpegDecoder, /^libjpeg-turbo \d+\.\d+\.\d+$/);
+      const photo = fs.readFileSync(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
+      const plain = await d.detect(photo);
+      const fromFile = await d.detect(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
+      const resized = await d.detect(photo, { maxSize: 800 });
+      const shrunk = await d.detect(photo, { maxSize: 320 });
+      const rotated = await d.detect(await sharp(photo).withMetadata({ orientation: 3 }).jpeg().toBuffer());
+      assert.equal(
+        decoders,
+        ['libjpeg-turbo', 'libjpeg-turbo', 'libjpeg-turbo', 'libjpeg-turbo', 'sharp'],
         backend,
-        warmup: [],
-        onBatch: (stats) => decoders.push(...stats.decoders),
-      });
-      try {
-        assert.match(d.info().jpegDecoder, /^libjpeg-turbo \d+\.\d+\.\d+$/);
-        const photo = fs.readFileSync(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
-        const plain = await d.detect(photo);
-        const fromFile = await d.detect(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
-        const resized = await d.detect(photo, { maxSize: 800 });
-        const shrunk = await d.detect(photo, { maxSize: 320 });
-        const rotated = await d.detect(await sharp(photo).withMetadata({ orientation: 3 }).jpeg().toBuffer());
-        assert.equal(
-          decoders,
-          ['libjpeg-turbo', 'libjpeg-turbo', 'libjpeg-turbo', 'sharp', 'sharp'],
-          backend,
-        );
-        for (const result of [plain, fromFile, resized, shrunk, rotated]) {
-          assert.ok(!Array.isArray(result) && result.faces_count > 0);
-        }
-      } finally {
-        await d.dispose();
+      );
+      for (const result of [plain, fromFile, resized, shrunk, rotated]) {
+        assert.ok(!Array.isArray(result) && result.faces_count > 0);
       }
+    } finally {
+      await d.dispose();
     }
-  },
-);
+  }
+});
 
 detector(
   'decoded-pixel buffers reused from image to image: concurrent detections give what one at a time give',
