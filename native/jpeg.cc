@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
 // The JPEG fast path. sharp (libvips with mozjpeg) takes 1.9-2.0 ms for a 512x512 JPEG that libjpeg-turbo
 // decodes in 0.73 ms on the same core, most of the difference in libvips' thread hand-offs (about 50
-// context switches a call). For a JPEG whose pixels sharp would not change (no EXIF rotation, no colour
-// profile to apply) both give the same bytes, so the library decodes those here (shrunk on load by libjpeg
-// where sharp would have it shrink them, and resized as sharp would, row by row as they are decoded:
-// resize.cc) and leaves every other image, and every JPEG that draws so much as a warning, to sharp.
+// context switches a call). For a JPEG whose colours sharp would not change (no colour profile to apply)
+// both give the same bytes, so the library decodes those here (shrunk on load by libjpeg where sharp
+// would have it shrink them, resized as sharp would, row by row as they are decoded: resize.cc, and turned
+// upright by their EXIF orientation as sharp turns them) and leaves every other image, and every JPEG that
+// draws so much as a warning, to sharp.
 #include "jpeg.h"
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "resize.h"
 
@@ -95,29 +97,72 @@ int exifOrientation(const uint8_t* data, unsigned size) {
   return 0;
 }
 
-// Why sharp should decode this JPEG instead (header read, decompression not started), or nullptr.
-const char* notPlain(const jpeg_decompress_struct& cinfo) {
+// Why sharp should decode this JPEG instead (header read, decompression not started), or nullptr; then
+// `orientation` is its EXIF orientation (1 when it has none).
+const char* notPlain(const jpeg_decompress_struct& cinfo, int* orientation) {
   if (cinfo.data_precision != 8) return "not 8 bits per sample";
   if (cinfo.jpeg_color_space != JCS_YCbCr && cinfo.jpeg_color_space != JCS_GRAYSCALE)
     return "colour space is not YCbCr or greyscale";
+  *orientation = 1;
+  bool exif = false;
   for (jpeg_saved_marker_ptr marker = cinfo.marker_list; marker; marker = marker->next) {
     if (marker->marker == JPEG_APP0 + 2 && marker->data_length >= 12 &&
         std::memcmp(marker->data, "ICC_PROFILE\0", 12) == 0)
       return "has an ICC profile";
     if (marker->marker == JPEG_APP0 + 1) {
       if (marker->data_length != marker->original_length) return "EXIF longer than saved";
-      const int orientation = exifOrientation(marker->data, marker->data_length);
-      if (orientation < 0) return "EXIF not plainly readable";
-      if (orientation > 1) return "EXIF orientation";
+      const int found = exifOrientation(marker->data, marker->data_length);
+      if (found < 0) return "EXIF not plainly readable";
+      if (marker->data_length >= 6 && std::memcmp(marker->data, "Exif\0\0", 6) == 0) {
+        if (exif) return "more than one EXIF block";
+        exif = true;
+      }
+      if (found > 0) *orientation = found;
     }
   }
   return nullptr;
 }
 
+// What sharp's autoOrient does after its resize: libvips' rot, clockwise, by the EXIF orientation's angle,
+// then a horizontal flip where the orientation mirrors (sharp's CalculateExifRotationAndFlop). `in` is
+// width x height as stored; `out` the same pixels upright (height x width for orientations 5 to 8).
+void orient(const uint8_t* in, int width, int height, int orientation, uint8_t* out) {
+  static constexpr int kAngle[9] = {0, 0, 0, 180, 180, 90, 90, 270, 270};
+  static constexpr bool kFlop[9] = {false, false, true, false, true, true, false, true, false};
+  const int angle = kAngle[orientation];
+  const bool flop = kFlop[orientation];
+  const bool turned = angle == 90 || angle == 270;
+  const int outWidth = turned ? height : width;
+  const int outHeight = turned ? width : height;
+  constexpr int kBlock = 64;  // a block at a time: a turned image is read down its columns
+  for (int by = 0; by < outHeight; by += kBlock) {
+    for (int bx = 0; bx < outWidth; bx += kBlock) {
+      for (int y = by; y < std::min(by + kBlock, outHeight); y++) {
+        for (int x = bx; x < std::min(bx + kBlock, outWidth); x++) {
+          const int r = flop ? outWidth - 1 - x : x;  // the column in the rotated image
+          int sx = r, sy = y;
+          if (angle == 90) {
+            sx = y;
+            sy = height - 1 - r;
+          } else if (angle == 180) {
+            sx = width - 1 - r;
+            sy = height - 1 - y;
+          } else if (angle == 270) {
+            sx = width - 1 - y;
+            sy = r;
+          }
+          std::memcpy(out + (size_t(y) * outWidth + x) * 3, in + (size_t(sy) * width + sx) * 3, 3);
+        }
+      }
+    }
+  }
+}
+
 // The decoder proper, C-style: nothing with a destructor may live across the setjmp. `errors` and
 // `reducer` are the caller's, so that the message outlives this frame and the reducer's memory is freed.
 const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size_t outputSize, int width,
-                   int height, int scale, RgbReducer* reducer, ErrorManager* errors) {
+                   int height, int scale, RgbReducer* reducer, std::vector<uint8_t>* staging,
+                   int* orientation, ErrorManager* errors) {
   jpeg_decompress_struct cinfo;
   jpeg_progress_mgr progress;
   progress.progress_monitor = onProgress;
@@ -137,7 +182,16 @@ const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size
   jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xffff);
   jpeg_save_markers(&cinfo, JPEG_APP0 + 2, 12);
   jpeg_read_header(&cinfo, TRUE);
-  const char* reason = notPlain(cinfo);
+  const char* reason = notPlain(cinfo, orientation);
+  uint8_t* target = output;  // where the pixels go as stored; `output` gets them upright (orient)
+  if (!reason && *orientation > 1) {
+    try {
+      staging->resize(outputSize);
+      target = staging->data();
+    } catch (const std::bad_alloc&) {
+      reason = "out of memory";
+    }
+  }
   if (!reason) {
     cinfo.out_color_space = JCS_RGB;
     // Shrink-on-load as libvips' jpegload does it: libjpeg scales in the DCT, to ceil(size / scale).
@@ -156,7 +210,7 @@ const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size
       reason = "shrinks to nothing";
     } else if (resize) {
       try {
-        reason = reducer->plan(sourceWidth, sourceHeight, width, height, output, rowWidth);
+        reason = reducer->plan(sourceWidth, sourceHeight, width, height, target, rowWidth);
       } catch (const std::bad_alloc&) {
         reason = "resize: out of memory";  // and cinfo is still destroyed below
       }
@@ -176,12 +230,13 @@ const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size
         } else {
           JSAMPROW rows[16];
           const JDIMENSION count = std::min<JDIMENSION>(16, cinfo.output_height - first);
-          for (JDIMENSION i = 0; i < count; ++i) rows[i] = output + (first + i) * stride;
+          for (JDIMENSION i = 0; i < count; ++i) rows[i] = target + (first + i) * stride;
           jpeg_read_scanlines(&cinfo, rows, count);
         }
       }
       if (!reason) jpeg_finish_decompress(&cinfo);
       if (!reason && resize && !reducer->finished()) reason = "resize: rows missing";
+      if (!reason && *orientation > 1) orient(target, width, height, *orientation, output);
     }
   }
   jpeg_destroy_decompress(&cinfo);
@@ -209,7 +264,8 @@ class DecodeWorker : public Napi::AsyncWorker {
 
   void Execute() override {
     try {
-      reason_ = decodeJpegInto(input_, inputSize_, output_, outputSize_, width_, height_, scale_);
+      reason_ =
+          decodeJpegInto(input_, inputSize_, output_, outputSize_, width_, height_, scale_, &orientation_);
     } catch (const std::exception& e) {
       reason_ = std::string("failed: ") + e.what();
     }
@@ -219,7 +275,8 @@ class DecodeWorker : public Napi::AsyncWorker {
     inputRef_.Reset();
     outputRef_.Reset();
     Napi::Env env = Env();
-    deferred_.Resolve(reason_.empty() ? env.Null() : Napi::String::New(env, reason_));
+    deferred_.Resolve(reason_.empty() ? Napi::Number::New(env, orientation_).As<Napi::Value>()
+                                      : Napi::String::New(env, reason_).As<Napi::Value>());
   }
 
   void OnError(const Napi::Error& e) override {
@@ -236,6 +293,7 @@ class DecodeWorker : public Napi::AsyncWorker {
   int width_;
   int height_;
   int scale_;
+  int orientation_ = 1;
   std::string reason_;
   Napi::ObjectReference inputRef_;
   Napi::ObjectReference outputRef_;
@@ -245,10 +303,12 @@ class DecodeWorker : public Napi::AsyncWorker {
 }  // namespace
 
 std::string decodeJpegInto(const uint8_t* input, size_t inputSize, uint8_t* output, size_t outputSize,
-                           int width, int height, int scale) {
+                           int width, int height, int scale, int* orientation) {
   ErrorManager errors;
   RgbReducer reducer;
-  const char* reason = decode(input, inputSize, output, outputSize, width, height, scale, &reducer, &errors);
+  std::vector<uint8_t> staging;
+  const char* reason = decode(input, inputSize, output, outputSize, width, height, scale, &reducer, &staging,
+                              orientation, &errors);
   if (!reason) return std::string();
   return reason == errors.message ? std::string("libjpeg: ") + reason : std::string(reason);
 }

@@ -13,17 +13,19 @@
 namespace facedet {
 
 // Decodes `input` into `output` (RGB, 8 bits, width * height * 3 bytes) when the JPEG is a plain one:
-// 8-bit greyscale or YCbCr, no ICC profile, EXIF orientation absent or 1, at most 256 scans, and libjpeg
+// 8-bit greyscale or YCbCr, no ICC profile, EXIF plainly readable, at most 256 scans, and libjpeg
 // reports neither an error nor a warning. `scale` (1, 2, 4 or 8) has libjpeg shrink it while decoding
 // (in the DCT, to ceil(size / scale), as libvips' jpegload does with its `shrink`); a width and height
-// other than that size resize it as sharp's resize(width, height, { fit: 'fill', kernel: 'linear' }) would
-// (RgbReducer: reductions by less than 4). Returns an empty string when it did, or why not.
+// (as stored) other than that size resize it as sharp's resize(width, height, { fit: 'fill', kernel:
+// 'linear' }) would (RgbReducer: reductions by less than 4); then its EXIF orientation turns it upright,
+// as sharp's autoOrient does after resizing. Returns an empty string and sets `orientation` (1 to 8)
+// when it did, or says why not.
 std::string decodeJpegInto(const uint8_t* input, size_t inputSize, uint8_t* output, size_t outputSize,
-                           int width, int height, int scale);
+                           int width, int height, int scale, int* orientation);
 
 // The JS function: decodeJpeg(input: Uint8Array, output: Uint8Array, width: number, height: number,
-// scale: 1 | 2 | 4 | 8): Promise<string | null>, null when the pixels are in `output`, else the reason
-// it was left alone. Runs on libuv's pool.
+// scale: 1 | 2 | 4 | 8): Promise<number | string>, the EXIF orientation it applied (1 to 8) when the
+// pixels are in `output`, else the reason it was left alone. Runs on libuv's pool.
 Napi::Value DecodeJpeg(const Napi::CallbackInfo& info);
 
 // libjpeg-turbo's version, as "2.1.5" (LIBJPEG_TURBO_VERSION at build time).

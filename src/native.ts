@@ -89,8 +89,9 @@ export interface NativeEngine {
 }
 
 /**
- * Decodes a plain JPEG into `output` on libuv's pool, shrunk by `scale` while decoding and resized to
- * `width` x `height` (see preprocess's JpegDecoder): null when it did, else why not.
+ * Decodes a plain JPEG into `output` on libuv's pool, shrunk by `scale` while decoding, resized to
+ * `width` x `height` and turned upright (see preprocess's JpegDecoder): the EXIF orientation it applied
+ * when it did, else why not.
  */
 export type NativeJpegDecode = (
   input: Uint8Array,
@@ -98,7 +99,7 @@ export type NativeJpegDecode = (
   width: number,
   height: number,
   scale: 1 | 2 | 4 | 8,
-) => Promise<string | null>;
+) => Promise<number | string>;
 
 export interface NativeBinding {
   Engine: { load(options: NativeLoadOptions): Promise<NativeEngine> };

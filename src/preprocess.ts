@@ -26,11 +26,12 @@ export interface DecodeOptions {
 }
 
 /**
- * Decodes a JPEG into `output` (RGB, `width` x `height`: the JPEG's own size, or smaller: shrunk by
- * `scale` while decoding as libvips' jpegload shrinks, then resized as sharp's resize(width, height,
- * { fit: 'fill', kernel: 'linear' }) would) if it is a plain one (8-bit greyscale or YCbCr, no ICC
- * profile, no EXIF rotation, at most 256 scans, not even a warning from libjpeg): resolves null when it
- * did, or why it did not (then `output` holds nothing of use).
+ * Decodes a JPEG into `output` (RGB, `width` x `height` as stored: the JPEG's own size, or smaller:
+ * shrunk by `scale` while decoding as libvips' jpegload shrinks, then resized as sharp's resize(width,
+ * height, { fit: 'fill', kernel: 'linear' }) would; then turned upright by its EXIF orientation as sharp's
+ * autoOrient turns it) if it is a plain one (8-bit greyscale or YCbCr, no ICC profile, at most 256 scans,
+ * not even a warning from libjpeg): resolves with the EXIF orientation it applied (1 to 8; from 5 on the
+ * output is `height` x `width`), or with why it did not decode it (then `output` holds nothing of use).
  */
 export type JpegDecoder = (
   input: Uint8Array,
@@ -38,7 +39,7 @@ export type JpegDecoder = (
   width: number,
   height: number,
   scale: 1 | 2 | 4 | 8,
-) => Promise<string | null>;
+) => Promise<number | string>;
 
 export interface DecodedImage {
   /** RGB, 8 bits, row-major, `width * height * 3` bytes. */
@@ -162,7 +163,8 @@ export const nativeResizeMatchesSharp = NATIVE_RESIZE_LIBVIPS.test(sharp.version
 
 /**
  * The JPEG fast path (`DecodeOptions.jpeg`): a JPEG whose header fits the pixel limit is decoded by
- * libjpeg-turbo if it is a plain one, shrunk on load as sharp would have libjpeg shrink it
+ * libjpeg-turbo if it is a plain one (sizes here are as stored, before its EXIF orientation turns it
+ * upright: fitSize gives the same size either way round), shrunk on load as sharp would have libjpeg shrink it
  * (sharpJpegShrink; libvips keeps floor(size / factor) of libjpeg's rounded-up rows and columns), and
  * resized as it is decoded, row by row, by the addon's copy of sharp's resize (its integer arithmetic,
  * to the rounding of its running positions): the result equals sharp's own, byte for byte. Anything the
@@ -181,11 +183,20 @@ async function decodeJpegFast(
   const scale = sharpJpegShrink(width, height, size);
   const data =
     options.reuse?.(size.width * size.height * 3) ?? Buffer.allocUnsafe(size.width * size.height * 3);
-  const declined = await decode(input, data, size.width, size.height, scale).catch((error: unknown) =>
+  const orientation = await decode(input, data, size.width, size.height, scale).catch((error: unknown) =>
     String(error),
   );
-  if (declined !== null) return undefined;
-  return { data, ...size, originalWidth: width, originalHeight: height, decodedBy: 'libjpeg-turbo' };
+  if (typeof orientation === 'string') return undefined;
+  // sharp resizes as stored and turns the result upright (EXIF orientations 5 to 8 swap the sides).
+  const turned = orientation >= 5;
+  return {
+    data,
+    width: turned ? size.height : size.width,
+    height: turned ? size.width : size.height,
+    originalWidth: turned ? height : width,
+    originalHeight: turned ? width : height,
+    decodedBy: 'libjpeg-turbo',
+  };
 }
 
 /** Files larger than this are left to sharp rather than read whole for the JPEG fast path. */
