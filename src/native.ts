@@ -3,6 +3,7 @@
 // library touches the addon directly.
 import path from 'node:path';
 import { FacedetError } from './errors';
+import type { JpegDecoder } from './preprocess';
 
 /**
  * Arithmetic of the network: 'fp32'; 'fp16' (CUDA); 'bf16' (CPU, LibTorch: model.pt's weights rounded to
@@ -88,18 +89,8 @@ export interface NativeEngine {
   readonly disposed: boolean;
 }
 
-/**
- * Decodes a plain JPEG into `output` on libuv's pool, shrunk by `scale` while decoding, resized to
- * `width` x `height` and turned upright (see preprocess's JpegDecoder): the EXIF orientation it applied
- * when it did, else why not.
- */
-export type NativeJpegDecode = (
-  input: Uint8Array,
-  output: Uint8Array,
-  width: number,
-  height: number,
-  scale: 1 | 2 | 4 | 8,
-) => Promise<number | string>;
+/** The JPEG fast path's decodeJpeg, on libuv's pool: see preprocess's JpegDecoder, the contract. */
+export type NativeJpegDecode = JpegDecoder;
 
 export interface NativeBinding {
   Engine: { load(options: NativeLoadOptions): Promise<NativeEngine> };
