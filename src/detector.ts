@@ -119,9 +119,9 @@ export interface BatchTimings {
 export interface DetectorInfo {
   engine: EngineInfo;
   /**
-   * Who decodes plain JPEGs (see preprocess's JpegDecoder) that shrink by less than 3: 'libjpeg-turbo
-   * X.Y.Z' (the native addon's fast path, with the torch and tensorrt backends when it was built with
-   * libjpeg-turbo), otherwise 'sharp'. Every other image is decoded by sharp.
+   * Who decodes plain JPEGs (see preprocess's JpegDecoder): 'libjpeg-turbo X.Y.Z' (the JPEG fast path,
+   * with every backend, where its module was built: CMake found libjpeg-turbo), otherwise 'sharp'. Every
+   * other image is decoded by sharp.
    */
   jpegDecoder: string;
   model: ModelCard;
