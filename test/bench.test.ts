@@ -7,6 +7,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { main } from '../src/cli';
 import { cpuHasBf16 } from '../src/cpu';
+import { decodeMarkdown, runDecodeBench } from '../src/bench/decode';
 import { loadMarkdown, parseHistograms } from '../src/bench/load';
 import { machineFacts } from '../src/bench/machine';
 import { markdownReport } from '../src/bench/report';
@@ -17,6 +18,26 @@ import { MOBILENET_DIR, RESNET50_SYNTHETIC_DIR, requireModel } from './helpers/m
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'facedet-bench-test-'));
 
 const units = suite('bench: units');
+
+units('bench:decode: the fast path and sharp on the same JPEGs, with their pixels compared', async () => {
+  const report = await runDecodeBench({
+    runs: 2,
+    cases: [
+      { width: 96, height: 64, orientation: 1, maxSize: 0 },
+      { width: 301, height: 203, orientation: 6, maxSize: 90 },
+    ],
+  });
+  assert.equal(
+    report.rows.map((r) => [r.decodedWidth, r.decodedHeight, r.native, r.samePixels, r.fastPath.n]),
+    [
+      [96, 64, true, true, 2],
+      [61, 90, true, true, 2],
+    ],
+  );
+  const text = decodeMarkdown(report);
+  assert.match(text, /^\| 96×64, \d+ KiB \| 1 \| none \| 96×64 \| [\d.]+ \[[\d.]+–[\d.]+\] \| [\d.]+ \[/m);
+  assert.match(text, /^\| 301×203, \d+ KiB \| 6 \| 90 \| 61×90 \| .* \| yes \|$/m);
+});
 
 units('summaries: median, quartiles, min and max', () => {
   assert.equal(summarize([5, 1, 3, 2, 4]), { n: 5, median: 3, min: 1, max: 5, q1: 2, q3: 4 });

@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: MIT
+// npm run bench:decode: the JPEG fast path against sharp on the images a server sees (a 512² crop, a
+// 1920x1080 frame, photos of 6 and 12 MP, one of them rotated by its EXIF orientation), each decoded and
+// resized as the library decodes it, the two alternating in one process, with their pixels compared.
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import sharp from 'sharp';
+import { nativeJpegDecoder } from '../native';
+import { type DecodedImage, decodeImage } from '../preprocess';
+import { replaceReadmeSection } from '../readme';
+import { benchImage, defaultSourceImage } from './images';
+import { machineFacts } from './machine';
+import { type Summary, fmtMs, summarize } from './stats';
+
+export interface DecodeCase {
+  width: number;
+  height: number;
+  /** EXIF orientation written into the JPEG (1: none). */
+  orientation: number;
+  /** The library's maxSize (0: kept at full size). */
+  maxSize: number;
+}
+
+export const DECODE_CASES: DecodeCase[] = [
+  { width: 512, height: 512, orientation: 1, maxSize: 0 },
+  { width: 1920, height: 1080, orientation: 1, maxSize: 1080 },
+  { width: 3000, height: 2000, orientation: 1, maxSize: 1080 },
+  { width: 4032, height: 3024, orientation: 1, maxSize: 1080 },
+  { width: 4032, height: 3024, orientation: 6, maxSize: 1080 },
+];
+
+export interface DecodeRow extends DecodeCase {
+  bytes: number;
+  decodedWidth: number;
+  decodedHeight: number;
+  fastPath: Summary;
+  sharp: Summary;
+  samePixels: boolean;
+  /** Whether the fast path took the image (else both columns are sharp). */
+  native: boolean;
+}
+
+export interface DecodeReport {
+  date: string;
+  machine: ReturnType<typeof machineFacts>;
+  runs: number;
+  image: string;
+  rows: DecodeRow[];
+}
+
+/** `jpeg` re-encoded with an EXIF orientation (sharp writes 1; the tag's value is set afterwards). */
+async function withOrientation(jpeg: Buffer, orientation: number): Promise<Buffer> {
+  if (orientation === 1) return jpeg;
+  const { data, info } = await sharp(jpeg).raw().toBuffer({ resolveWithObject: true });
+  const raw = { width: info.width, height: info.height, channels: info.channels };
+  const out = await sharp(data, { raw })
+    .withExif({ IFD0: { Orientation: '1' } })
+    .jpeg({ quality: 90 })
+    .toBuffer();
+  // libexif writes the tag little-endian: 0x0112, SHORT, count 1, then the value.
+  const entry = out.indexOf(Buffer.from([0x12, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00]));
+  if (entry < 0) throw new Error('no orientation entry in the EXIF sharp wrote');
+  out[entry + 8] = orientation;
+  return out;
+}
+
+export async function runDecodeBench(options: {
+  cases?: DecodeCase[];
+  runs?: number;
+  log?: (line: string) => void;
+}): Promise<DecodeReport> {
+  const decoder = nativeJpegDecoder();
+  if (!decoder) throw new Error('the JPEG fast path was not built (CMake found no libjpeg-turbo)');
+  const runs = options.runs ?? 30;
+  const source = defaultSourceImage();
+  const rows: DecodeRow[] = [];
+  for (const c of options.cases ?? DECODE_CASES) {
+    const jpeg = await withOrientation((await benchImage(source, c.width, c.height)).jpeg, c.orientation);
+    // As the detector decodes: the fast path into a buffer kept from the image before.
+    let spare: Buffer | undefined;
+    const fast = { maxSize: c.maxSize, maxPixels: 2 ** 40, jpeg: decoder.decode, reuse: () => spare };
+    const slow = { maxSize: c.maxSize, maxPixels: 2 ** 40 };
+    const times = { fast: [] as number[], slow: [] as number[] };
+    let a: DecodedImage | undefined;
+    let b: DecodedImage | undefined;
+    for (let i = 0; i < runs + 5; i++) {
+      let t0 = performance.now();
+      a = await decodeImage(jpeg, fast);
+      const fastMs = performance.now() - t0;
+      spare = a.data;
+      t0 = performance.now();
+      b = await decodeImage(jpeg, slow);
+      if (i >= 5) times.slow.push(performance.now() - t0);
+      if (i >= 5) times.fast.push(fastMs);
+    }
+    const row: DecodeRow = {
+      ...c,
+      bytes: jpeg.length,
+      decodedWidth: a!.width,
+      decodedHeight: a!.height,
+      fastPath: summarize(times.fast),
+      sharp: summarize(times.slow),
+      samePixels: a!.width === b!.width && a!.height === b!.height && a!.data.equals(b!.data),
+      native: a!.decodedBy === 'libjpeg-turbo',
+    };
+    options.log?.(
+      `${c.width}x${c.height} (orientation ${c.orientation}): fast path ${fmtMs(row.fastPath.median)} ms, ` +
+        `sharp ${fmtMs(row.sharp.median)} ms`,
+    );
+    rows.push(row);
+  }
+  return {
+    date: new Date().toISOString(),
+    machine: machineFacts({
+      libtorch: null,
+      jpeg: decoder.name.replace(/^libjpeg-turbo /, ''),
+      onnxruntime: null,
+      python: null,
+    }),
+    runs,
+    image: source ? path.basename(source) : 'gaussian noise (no fixture photo found)',
+    rows,
+  };
+}
+
+export function decodeMarkdown(report: DecodeReport): string {
+  const m = report.machine;
+  const ms = (s: Summary) => `${fmtMs(s.median)} [${fmtMs(s.min)}–${fmtMs(s.max)}]`;
+  const lines = [
+    `**JPEG decoding: the fast path against sharp** — ${report.date.slice(0, 16).replace('T', ' ')} UTC`,
+    '',
+    `**Machine:** ${m.cpu} (${m.cpus} CPUs), Node ${m.node}; sharp ${m.sharp} / libvips ${m.libvips}; ` +
+      `libjpeg-turbo ${m.jpeg} (the JPEG fast path). **Images:** ${report.image}, cropped and resized to ` +
+      'each size, JPEG q90. Each decoded as the library decodes it (`decodeImage`: to the max size, EXIF ' +
+      "orientation applied), one at a time on libuv's pool, the fast path into the buffer of the image " +
+      `before (as the detector decodes), alternating with sharp: ms per image, median [min–max] of ` +
+      `${report.runs} runs each, after 5 untimed.`,
+    '',
+    '| image | EXIF orientation | max size | decoded to | fast path | sharp | sharp ÷ fast path | same pixels |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...report.rows.map(
+      (r) =>
+        `| ${r.width}×${r.height}, ${(r.bytes / 1024).toFixed(0)} KiB | ${r.orientation} | ${r.maxSize || 'none'} | ` +
+        `${r.decodedWidth}×${r.decodedHeight} | ${r.native ? ms(r.fastPath) : 'declined: sharp'} | ${ms(r.sharp)} | ` +
+        `${(r.sharp.median / r.fastPath.median).toFixed(2)}× | ${r.samePixels ? 'yes' : 'NO'} |`,
+    ),
+  ];
+  return lines.join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      runs: { type: 'string' },
+      readme: { type: 'string' },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write('Usage: npm run bench:decode -- [--runs N] [--out FILE] [--readme FILE]\n');
+    return 0;
+  }
+  const report = await runDecodeBench({
+    runs: Number(values.runs ?? 30),
+    log: (line) => process.stderr.write(`[bench:decode] ${line}\n`),
+  });
+  const stamp = report.date.replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  const file = values.out ?? path.join(process.cwd(), 'bench-results', `decode-${stamp}.json`);
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  fs.writeFileSync(file, JSON.stringify(report, null, 1) + '\n');
+  if (values.readme) replaceReadmeSection(values.readme, 'decode', decodeMarkdown(report));
+  process.stdout.write(decodeMarkdown(report) + `\n\nJSON: ${path.relative(process.cwd(), file)}\n`);
+  return report.rows.every((r) => r.samePixels) ? 0 : 1;
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => (process.exitCode = code),
+    (error: unknown) => {
+      process.stderr.write(`bench:decode: ${(error as Error).stack ?? String(error)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
