@@ -164,11 +164,11 @@ export const nativeResizeMatchesSharp = NATIVE_RESIZE_LIBVIPS.test(sharp.version
 /**
  * The JPEG fast path (`DecodeOptions.jpeg`): a JPEG whose header fits the pixel limit is decoded by
  * libjpeg-turbo if it is a plain one (sizes here are as stored, before its EXIF orientation turns it
- * upright: fitSize gives the same size either way round), shrunk on load as sharp would have libjpeg shrink it
- * (sharpJpegShrink; libvips keeps floor(size / factor) of libjpeg's rounded-up rows and columns), and
- * resized as it is decoded, row by row, by the addon's copy of sharp's resize (its integer arithmetic,
- * to the rounding of its running positions): the result equals sharp's own, byte for byte. Anything the
- * decoder declines goes to sharp. Undefined: not decoded here.
+ * upright: fitSize gives the same size either way round), shrunk on load as sharp would have libjpeg
+ * shrink it (sharpJpegShrink; libvips keeps floor(size / factor) of libjpeg's rounded-up rows and
+ * columns), and resized as it is decoded, row by row, by the addon's copy of sharp's resize (its integer
+ * arithmetic, to the rounding of its running positions): the result equals sharp's own, byte for byte.
+ * Anything the decoder declines goes to sharp. Undefined: not decoded here.
  */
 async function decodeJpegFast(
   input: Uint8Array,
