@@ -8,6 +8,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { orientedJpeg as benchOrientedJpeg } from '../src/bench/decode';
 import { FaceDetector, type ImageResult } from '../src/detector';
 import { FacedetError } from '../src/errors';
 import { loadJpegBinding } from '../src/native';
@@ -55,18 +56,8 @@ async function encoded(encode: (s: sharp.Sharp) => sharp.Sharp): Promise<Buffer>
   return encode(sharp(await base.png().toBuffer())).toBuffer();
 }
 
-/** `image` as a JPEG with an EXIF orientation and no ICC profile (sharp's withMetadata adds one). */
-async function orientedJpeg(orientation: number, image: sharp.Sharp): Promise<Buffer> {
-  const jpeg = await image
-    .withExif({ IFD0: { Orientation: '1', Copyright: 'test' } })
-    .jpeg({ quality: 95 })
-    .toBuffer();
-  // libexif writes the tag little-endian: 0x0112, SHORT, count 1, then the value.
-  const entry = jpeg.indexOf(Buffer.from([0x12, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00]));
-  assert.ok(entry > 0, 'no orientation entry in the EXIF sharp wrote');
-  jpeg[entry + 8] = orientation;
-  return jpeg;
-}
+/** `image` as a JPEG (quality 95) with an EXIF orientation and no ICC profile. */
+const orientedJpeg = (orientation: number, image: sharp.Sharp) => benchOrientedJpeg(image, orientation, 95);
 
 const pixels = suite('jpeg fast path: the same pixels as sharp');
 

@@ -49,20 +49,32 @@ export interface DecodeReport {
   rows: DecodeRow[];
 }
 
-/** `jpeg` re-encoded with an EXIF orientation (sharp writes 1; the tag's value is set afterwards). */
+/**
+ * `image` as a JPEG with this EXIF orientation and no ICC profile (sharp's withMetadata would add one;
+ * its withExif writes orientation 1 here, so the tag's value is set afterwards).
+ */
+export async function orientedJpeg(
+  image: sharp.Sharp,
+  orientation: number,
+  quality: number,
+): Promise<Buffer> {
+  const jpeg = await image
+    .withExif({ IFD0: { Orientation: '1', Copyright: 'facedet' } })
+    .jpeg({ quality })
+    .toBuffer();
+  // libexif writes the tag little-endian: 0x0112, SHORT, count 1, then the value.
+  const entry = jpeg.indexOf(Buffer.from([0x12, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00]));
+  if (entry < 0) throw new Error('no orientation entry in the EXIF sharp wrote');
+  jpeg[entry + 8] = orientation;
+  return jpeg;
+}
+
+/** `jpeg` re-encoded with an EXIF orientation (as it is when that is 1). */
 async function withOrientation(jpeg: Buffer, orientation: number): Promise<Buffer> {
   if (orientation === 1) return jpeg;
   const { data, info } = await sharp(jpeg).raw().toBuffer({ resolveWithObject: true });
   const raw = { width: info.width, height: info.height, channels: info.channels };
-  const out = await sharp(data, { raw })
-    .withExif({ IFD0: { Orientation: '1' } })
-    .jpeg({ quality: 90 })
-    .toBuffer();
-  // libexif writes the tag little-endian: 0x0112, SHORT, count 1, then the value.
-  const entry = out.indexOf(Buffer.from([0x12, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00]));
-  if (entry < 0) throw new Error('no orientation entry in the EXIF sharp wrote');
-  out[entry + 8] = orientation;
-  return out;
+  return orientedJpeg(sharp(data, { raw }), orientation, 90);
 }
 
 export async function runDecodeBench(options: {
