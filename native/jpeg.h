@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// decodeJpeg(input, output, width, height, scale): libjpeg-turbo straight into the caller's buffer,
+// decodeJpeg(input, output, width, height, scale, threads): libjpeg-turbo straight into the caller's buffer,
 // shrunk on load and resized as sharp does both (resize.h), for the plain JPEGs whose pixels sharp would
 // give unchanged (see jpeg.cc); everything else is left to sharp.
 #pragma once
@@ -18,14 +18,16 @@ namespace facedet {
 // (in the DCT, to ceil(size / scale), as libvips' jpegload does with its `shrink`); a width and height
 // (as stored) other than that size resize it as sharp's resize(width, height, { fit: 'fill', kernel:
 // 'linear' }) would (RgbReducer: reductions by less than 4); then its EXIF orientation turns it upright,
-// as sharp's autoOrient does after resizing. Returns an empty string and sets `orientation` (1 to 8)
-// when it did, or says why not.
+// as sharp's autoOrient does after resizing. `threads` 2 lets a JPEG of one sequential scan be decoded
+// on two threads (libjpeg's entropy decoding on a second one), into the same pixels. Returns an empty
+// string and sets `orientation` (1 to 8) when it did, or says why not.
 std::string decodeJpegInto(const uint8_t* input, size_t inputSize, uint8_t* output, size_t outputSize,
-                           int width, int height, int scale, int* orientation);
+                           int width, int height, int scale, int threads, int* orientation);
 
 // The JS function: decodeJpeg(input: Uint8Array, output: Uint8Array, width: number, height: number,
-// scale: 1 | 2 | 4 | 8): Promise<number | string>, the EXIF orientation it applied (1 to 8) when the
-// pixels are in `output`, else the reason it was left alone. Runs on libuv's pool.
+// scale: 1 | 2 | 4 | 8, threads: 1 | 2): Promise<number | string>, the EXIF orientation it applied (1 to
+// 8) when the pixels are in `output`, else the reason it was left alone. Runs on libuv's pool (and with
+// 2 threads, on one thread more of its own).
 Napi::Value DecodeJpeg(const Napi::CallbackInfo& info);
 
 // libjpeg-turbo's version, as "2.1.5" (LIBJPEG_TURBO_VERSION at build time).

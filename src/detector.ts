@@ -44,7 +44,11 @@ export interface FaceDetectorOptions {
    * Default: see `defaultBackend`.
    */
   backend?: 'torch' | 'tensorrt' | 'onnxruntime';
-  /** LibTorch intra-op threads; default: the number of CPUs available. Process-wide in LibTorch. */
+  /**
+   * LibTorch intra-op threads; default: the number of CPUs available. Process-wide in LibTorch. With 2
+   * or more, a JPEG decoded while no other image is in progress may take two threads (see
+   * DecodeOptions.jpegThreads).
+   */
   threads?: number;
   /** Default resize policy for detect(): longer side at most this, never upscaled, 0 = original size. */
   maxSize?: number;
@@ -491,6 +495,9 @@ export class FaceDetector {
           maxPixels: this.options.maxPixels,
           jpeg: this.jpeg?.decode,
           reuse: (bytes) => this.takeSparePixels(bytes),
+          // Alone, an image's JPEG may take two threads (the network waits for it); under load the
+          // other images' decoding and networks have the other cores.
+          jpegThreads: this.admitted === 1 && this.engineThreads >= 2 ? 2 : 1,
         });
       } finally {
         this.decodeSlots.release();

@@ -23,6 +23,13 @@ export interface DecodeOptions {
    * (a fresh 2 MB buffer costs its page faults: 0.5-0.7 ms of a 1080p JPEG's 6.2).
    */
   reuse?: ((bytes: number) => Buffer | undefined) | undefined;
+  /**
+   * Threads `jpeg` may use for this image (default 1). With 2 a JPEG of one sequential scan (the usual
+   * baseline JPEG) is entropy-decoded on a second thread while the first turns the rows decoded so far
+   * into pixels: a 1920x1080 JPEG resized to 1080x608 in 3.5 instead of 6.0 ms on 2 CPUs, for a little
+   * more CPU time in all, so only for an image decoded while nothing else is.
+   */
+  jpegThreads?: 1 | 2 | undefined;
 }
 
 /**
@@ -32,6 +39,7 @@ export interface DecodeOptions {
  * autoOrient turns it) if it is a plain one (8-bit greyscale or YCbCr, no ICC profile, at most 256 scans,
  * not even a warning from libjpeg): resolves with the EXIF orientation it applied (1 to 8; from 5 on the
  * output is `height` x `width`), or with why it did not decode it (then `output` holds nothing of use).
+ * `threads`: see DecodeOptions.jpegThreads.
  */
 export type JpegDecoder = (
   input: Uint8Array,
@@ -39,6 +47,7 @@ export type JpegDecoder = (
   width: number,
   height: number,
   scale: 1 | 2 | 4 | 8,
+  threads: 1 | 2,
 ) => Promise<number | string>;
 
 export interface DecodedImage {
@@ -183,9 +192,14 @@ async function decodeJpegFast(
   const scale = sharpJpegShrink(width, height, size);
   const data =
     options.reuse?.(size.width * size.height * 3) ?? Buffer.allocUnsafe(size.width * size.height * 3);
-  const orientation = await decode(input, data, size.width, size.height, scale).catch((error: unknown) =>
-    String(error),
-  );
+  const orientation = await decode(
+    input,
+    data,
+    size.width,
+    size.height,
+    scale,
+    options.jpegThreads ?? 1,
+  ).catch((error: unknown) => String(error));
   if (typeof orientation === 'string') return undefined;
   // sharp resizes as stored and turns the result upright (EXIF orientations 5 to 8 swap the sides).
   const turned = orientation >= 5;

@@ -198,11 +198,16 @@ pixels(
       const expected = await sharp(jpeg).resize(w, h, RESIZE).toColourspace('srgb').raw().toBuffer();
       const output = Buffer.alloc(w * h * 3);
       const scale = sharpJpegShrink(width, height, { width: w, height: h });
-      assert.is(await decodeJpeg!(jpeg, output, w, h, scale), 1, `${width}x${height} -> ${w}x${h}`);
-      assert.ok(output.equals(expected), `${width}x${height} -> ${w}x${h}: pixels differ from sharp's`);
+      // On one thread and on two (a sequential JPEG of 16 rows of blocks or more: most of these).
+      for (const threads of [1, 2] as const) {
+        output.fill(0);
+        const name = `${width}x${height} -> ${w}x${h}, ${threads} thread(s)`;
+        assert.is(await decodeJpeg!(jpeg, output, w, h, scale, threads), 1, name);
+        assert.ok(output.equals(expected), `${name}: pixels differ from sharp's`);
+      }
       if (i === 0) {
         const full = Buffer.alloc(width * height * 3);
-        assert.is(await decodeJpeg!(jpeg, full, width, height, 1), 1);
+        assert.is(await decodeJpeg!(jpeg, full, width, height, 1, 1), 1);
         const fromRaw = await sharp(full, { raw: { width, height, channels: 3 } })
           .resize(w, h, RESIZE)
           .raw()
@@ -217,12 +222,12 @@ pixels(
     const jpeg = await sharp(noise(64, 48, 1), { raw: { width: 64, height: 48, channels: 3 } })
       .jpeg()
       .toBuffer();
-    assert.is(await decodeJpeg!(jpeg, Buffer.alloc(65 * 48 * 3), 65, 48, 1), 'resize: not a reduction');
+    assert.is(await decodeJpeg!(jpeg, Buffer.alloc(65 * 48 * 3), 65, 48, 1, 1), 'resize: not a reduction');
     assert.is(
-      await decodeJpeg!(jpeg, Buffer.alloc(16 * 48 * 3), 16, 48, 1),
+      await decodeJpeg!(jpeg, Buffer.alloc(16 * 48 * 3), 16, 48, 1, 1),
       'resize: libvips would shrink first',
     );
-    assert.is(await decodeJpeg!(jpeg, Buffer.alloc(3), 1, 1, 8), 'resize: libvips would shrink first');
+    assert.is(await decodeJpeg!(jpeg, Buffer.alloc(3), 1, 1, 8, 1), 'resize: libvips would shrink first');
   },
 );
 
@@ -230,14 +235,15 @@ pixels(
   'EXIF orientations 2 to 8: turned upright as sharp turns them, after resizing or shrinking on load',
   async () => {
     for (let orientation = 2; orientation <= 8; orientation++) {
-      const raw = noise(301, 203, orientation);
+      const raw = noise(301, 283, orientation);
       const bytes = await orientedJpeg(
         orientation,
-        sharp(raw, { raw: { width: 301, height: 203, channels: 3 } }),
+        sharp(raw, { raw: { width: 301, height: 283, channels: 3 } }),
       );
-      // At full size, resized (by 1.2) and shrunk on load (by 2, then resized).
+      // At full size, resized (by 1.2) and shrunk on load (by 2, then resized), on two threads where
+      // there are rows enough (at full size).
       for (const maxSize of [0, 250, 90]) {
-        const a = await decodeImage(bytes, { ...native, maxSize });
+        const a = await decodeImage(bytes, { ...native, maxSize, jpegThreads: 2 });
         const b = await decodeImage(bytes, { ...viaSharp, maxSize });
         const name = `orientation ${orientation}, max size ${maxSize}`;
         assert.is(a.decodedBy, 'libjpeg-turbo', name);
@@ -284,6 +290,92 @@ pixels(
   },
 );
 
+/** Whether a thread named facedet-jpeg (the two-thread decode's second) runs in this process during `work`. */
+async function sawJpegThread(work: () => Promise<unknown>): Promise<boolean> {
+  const named = (task: string) => {
+    try {
+      return fs.readFileSync(`/proc/self/task/${task}/comm`, 'utf8').trim() === 'facedet-jpeg';
+    } catch {
+      return false; // the thread ended meanwhile
+    }
+  };
+  let seen = false;
+  let done = false;
+  const watch = (async () => {
+    while (!done) {
+      seen ||= fs.readdirSync('/proc/self/task').some(named);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  })();
+  try {
+    await work();
+  } finally {
+    done = true;
+    await watch;
+  }
+  return seen;
+}
+
+const threads = suite('jpeg fast path: on two threads');
+
+threads(
+  'a sequential JPEG is entropy-decoded on a second thread; not with one thread, nor a progressive one',
+  async () => {
+    const photo = path.join(FIXTURES, 'seed-images', 'diverse_group.jpg');
+    const base = sharp(photo).resize(2400, 1600, { fit: 'cover' });
+    const sequential = await base.clone().jpeg({ quality: 90 }).toBuffer();
+    const progressive = await base.clone().jpeg({ quality: 90, progressive: true }).toBuffer();
+    const expected = await sharp(sequential).resize(1080, 720, RESIZE).raw().toBuffer();
+    const output = Buffer.alloc(1080 * 720 * 3);
+    const decode = (jpeg: Buffer, threads: 1 | 2) => async () => {
+      assert.is(await decodeJpeg!(jpeg, output, 1080, 720, 1, threads), 1);
+    };
+    // It lives for the decode's few milliseconds; the watch reads /proc between its own turns.
+    let seen = false;
+    for (let i = 0; i < 10 && !seen; i++) seen = await sawJpegThread(decode(sequential, 2));
+    assert.ok(seen, 'no facedet-jpeg thread seen in 10 two-thread decodes');
+    assert.ok(output.equals(expected));
+    for (let i = 0; i < 3; i++) {
+      assert.not.ok(await sawJpegThread(decode(sequential, 1)), 'a second thread with threads 1');
+      assert.not.ok(await sawJpegThread(decode(progressive, 2)), 'a second thread for a progressive JPEG');
+    }
+  },
+);
+
+threads(
+  '300 damaged sequential JPEGs (fixed seed): on two threads the same pixels or reason as on one',
+  async () => {
+    // 384 pixel rows: 24 rows of blocks, enough for the second thread; damage mostly in the entropy-
+    // coded data (most of the file), where the second thread meets it.
+    const photo = path.join(FIXTURES, 'seed-images', 'diverse_group.jpg');
+    const source = await sharp(photo).resize(512, 384, { fit: 'cover' }).jpeg({ quality: 85 }).toBuffer();
+    let seed = 11;
+    const random = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+    const outcome = async (input: Buffer, w: number, h: number, threads: 1 | 2) => {
+      const output = Buffer.alloc(w * h * 3);
+      const result = await decodeJpeg!(input, output, w, h, 1, threads);
+      return typeof result === 'string' ? result : `${result} ${output.toString('base64')}`;
+    };
+    const reasons = new Set<string>();
+    let decoded = 0;
+    for (let i = 0; i < 300; i++) {
+      const bytes = Buffer.from(source);
+      for (let k = 1 + Math.floor(random() * 4); k > 0; k--) {
+        bytes[600 + Math.floor(random() * (bytes.length - 600))] = Math.floor(random() * 256);
+      }
+      const input = random() < 0.2 ? bytes.subarray(0, Math.floor(random() * bytes.length)) : bytes;
+      const [w, h] = i % 2 ? [512, 384] : [400, 300];
+      const one = await outcome(input, w, h, 1);
+      assert.is(await outcome(input, w, h, 2), one, `mutant ${i}`);
+      if (one.startsWith('libjpeg: ')) reasons.add(one);
+      else decoded++;
+    }
+    // Both kinds: damage libjpeg reports (several kinds), and damage that still decodes.
+    assert.ok(reasons.size >= 3, [...reasons].join('; '));
+    assert.ok(decoded > 10, `${decoded} of 300 decoded`);
+  },
+);
+
 const declines = suite('jpeg fast path: declines what sharp would change or refuse');
 
 declines('an ICC profile, CMYK: left to sharp, which converts them', async () => {
@@ -299,6 +391,7 @@ declines('an ICC profile, CMYK: left to sharp, which converts them', async () =>
       Buffer.alloc(meta.width * meta.height * 3),
       meta.width,
       meta.height,
+      1,
       1,
     );
     assert.match(String(reply), reason, name);
@@ -316,19 +409,23 @@ declines(
     const bytes = fs.readFileSync(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
     const meta = await sharp(bytes).metadata();
     const size = meta.width * meta.height * 3;
-    const decode = (input: Buffer, output: Buffer) => decodeJpeg!(input, output, meta.width, meta.height, 1);
+    const decode = (input: Buffer, output: Buffer, threads: 1 | 2 = 1) =>
+      decodeJpeg!(input, output, meta.width, meta.height, 1, threads);
     const truncated = bytes.subarray(0, bytes.length >> 1);
-    assert.match(String(await decode(truncated, Buffer.alloc(size))), /^libjpeg: Premature end/);
     // Bytes flipped in the middle of the entropy-coded data: at most a warning for libjpeg.
     const corrupt = Buffer.from(bytes);
     for (let i = corrupt.length >> 1; i < (corrupt.length >> 1) + 64; i++) corrupt[i] = 0xff;
-    assert.match(String(await decode(corrupt, Buffer.alloc(size))), /^libjpeg: /);
+    // On two threads the entropy decoding (where both go wrong) is the second thread's.
+    for (const threads of [1, 2] as const) {
+      assert.match(String(await decode(truncated, Buffer.alloc(size), threads)), /^libjpeg: Premature end/);
+      assert.match(String(await decode(corrupt, Buffer.alloc(size), threads)), /^libjpeg: /);
+    }
     assert.match(
-      String(await decodeJpeg!(Buffer.from([0xff, 0xd8, 0xff]), Buffer.alloc(3), 1, 1, 1)),
+      String(await decodeJpeg!(Buffer.from([0xff, 0xd8, 0xff]), Buffer.alloc(3), 1, 1, 1, 1)),
       /^libjpeg: /,
     );
     assert.match(
-      String(await decodeJpeg!(Buffer.from('not a jpeg'), Buffer.alloc(3), 1, 1, 1)),
+      String(await decodeJpeg!(Buffer.from('not a jpeg'), Buffer.alloc(3), 1, 1, 1, 1)),
       /^libjpeg: Not a JPEG/,
     );
     assert.is(await decode(bytes, Buffer.alloc(size - 3)), 'output size differs');
@@ -351,7 +448,10 @@ declines(
   async () => {
     // 379 valid scans, each a pass over the image (test/data/jpeg/many-scans.c made it).
     const bytes = fs.readFileSync(path.join(__dirname, 'data', 'jpeg', 'many-scans.jpg'));
-    assert.is(await decodeJpeg!(bytes, Buffer.alloc(64 * 64 * 3), 64, 64, 1), 'libjpeg: more than 256 scans');
+    assert.is(
+      await decodeJpeg!(bytes, Buffer.alloc(64 * 64 * 3), 64, 64, 1, 2),
+      'libjpeg: more than 256 scans',
+    );
     const a = await decodeImage(bytes, native);
     const b = await decodeImage(bytes, viaSharp);
     assert.is(a.decodedBy, undefined);
@@ -443,19 +543,25 @@ declines('wrong arguments are a TypeError, not a crash', () => {
     [1, 2],
     [bytes, bytes],
     [bytes, bytes, 1, 1],
-    [new Float32Array(4), bytes, 1, 1, 1],
-    ['a', 'b', 1, 1, 1],
-    [bytes, bytes, 0, 1, 1],
-    [bytes, bytes, 1.5, 1, 1],
-    [bytes, bytes, 1, 65536, 1],
-    [bytes, bytes, 1, '1', 1],
-    [bytes, bytes, 1, 1, 3],
-    [bytes, bytes, 1, 1, 16],
+    [bytes, bytes, 1, 1, 1],
+    [new Float32Array(4), bytes, 1, 1, 1, 1],
+    ['a', 'b', 1, 1, 1, 1],
+    [bytes, bytes, 0, 1, 1, 1],
+    [bytes, bytes, 1.5, 1, 1, 1],
+    [bytes, bytes, 1, 65536, 1, 1],
+    [bytes, bytes, 1, '1', 1, 1],
+    [bytes, bytes, 1, 1, 3, 1],
+    [bytes, bytes, 1, 1, 16, 1],
+    [bytes, bytes, 1, 1, 1, 0],
+    [bytes, bytes, 1, 1, 1, 3],
+    [bytes, bytes, 1, 1, 1, '2'],
+    [bytes, bytes, 1, 1, 1, 1, 1],
   ]) {
     assert.throws(
       () => call(...args),
       (e: Error) =>
-        e instanceof TypeError && /two Uint8Arrays, two integers .* scale of 1, 2, 4 or 8/.test(e.message),
+        e instanceof TypeError &&
+        /two Uint8Arrays, two integers .* scale of 1, 2, 4 or 8 and 1 or 2 threads$/.test(e.message),
     );
   }
 });
@@ -521,5 +627,6 @@ detector(
 );
 
 pixels.run();
+threads.run();
 declines.run();
 detector.run();
