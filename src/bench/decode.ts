@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
-// npm run bench:decode: the JPEG fast path against sharp on the images a server sees (a 512² crop, a
-// 1920x1080 frame, photos of 6 and 12 MP, one of them rotated by its EXIF orientation), each decoded and
-// resized as the library decodes it, the two alternating in one process, with their pixels compared.
+// npm run bench:decode: the JPEG fast path (on one thread, and on two as for an image decoded alone)
+// against sharp on the images a server sees (a 512² crop, a 1920x1080 frame, photos of 6 and 12 MP, one
+// of them rotated by its EXIF orientation), each decoded and resized as the library decodes it, the three
+// alternating in one process, with their pixels compared.
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { nativeJpegDecoder } from '../native';
-import { type DecodedImage, decodeImage } from '../preprocess';
+import { type DecodeOptions, type DecodedImage, decodeImage } from '../preprocess';
 import { replaceReadmeSection } from '../readme';
 import { benchImage, defaultSourceImage } from './images';
 import { machineFacts } from './machine';
@@ -35,7 +36,10 @@ export interface DecodeRow extends DecodeCase {
   decodedWidth: number;
   decodedHeight: number;
   fastPath: Summary;
+  /** The fast path with two threads (DecodeOptions.jpegThreads 2: what the detector gives a lone image). */
+  fastPathTwoThreads: Summary;
   sharp: Summary;
+  /** All three decoded the same pixels. */
   samePixels: boolean;
   /** Whether the fast path took the image (else both columns are sharp). */
   native: boolean;
@@ -91,20 +95,26 @@ export async function runDecodeBench(options: {
     const jpeg = await withOrientation((await benchImage(source, c.width, c.height)).jpeg, c.orientation);
     // As the detector decodes: the fast path into a buffer kept from the image before.
     let spare: Buffer | undefined;
+    let spareTwo: Buffer | undefined;
     const fast = { maxSize: c.maxSize, maxPixels: 2 ** 40, jpeg: decoder.decode, reuse: () => spare };
+    const two = { ...fast, reuse: () => spareTwo, jpegThreads: 2 as const };
     const slow = { maxSize: c.maxSize, maxPixels: 2 ** 40 };
-    const times = { fast: [] as number[], slow: [] as number[] };
+    const times = { fast: [] as number[], two: [] as number[], slow: [] as number[] };
     let a: DecodedImage | undefined;
+    let a2: DecodedImage | undefined;
     let b: DecodedImage | undefined;
+    const timed = async (options: DecodeOptions, into: number[], i: number) => {
+      const t0 = performance.now();
+      const image = await decodeImage(jpeg, options);
+      if (i >= 5) into.push(performance.now() - t0);
+      return image;
+    };
     for (let i = 0; i < runs + 5; i++) {
-      let t0 = performance.now();
-      a = await decodeImage(jpeg, fast);
-      const fastMs = performance.now() - t0;
+      a = await timed(fast, times.fast, i);
       spare = a.data;
-      t0 = performance.now();
-      b = await decodeImage(jpeg, slow);
-      if (i >= 5) times.slow.push(performance.now() - t0);
-      if (i >= 5) times.fast.push(fastMs);
+      a2 = await timed(two, times.two, i);
+      spareTwo = a2.data;
+      b = await timed(slow, times.slow, i);
     }
     const row: DecodeRow = {
       ...c,
@@ -112,13 +122,18 @@ export async function runDecodeBench(options: {
       decodedWidth: a!.width,
       decodedHeight: a!.height,
       fastPath: summarize(times.fast),
+      fastPathTwoThreads: summarize(times.two),
       sharp: summarize(times.slow),
-      samePixels: a!.width === b!.width && a!.height === b!.height && a!.data.equals(b!.data),
+      samePixels:
+        a!.width === b!.width &&
+        a!.height === b!.height &&
+        a!.data.equals(b!.data) &&
+        a2!.data.equals(b!.data),
       native: a!.decodedBy === 'libjpeg-turbo',
     };
     options.log?.(
       `${c.width}x${c.height} (orientation ${c.orientation}): fast path ${fmtMs(row.fastPath.median)} ms, ` +
-        `sharp ${fmtMs(row.sharp.median)} ms`,
+        `on two threads ${fmtMs(row.fastPathTwoThreads.median)} ms, sharp ${fmtMs(row.sharp.median)} ms`,
     );
     rows.push(row);
   }
@@ -146,16 +161,20 @@ export function decodeMarkdown(report: DecodeReport): string {
       `libjpeg-turbo ${m.jpeg} (the JPEG fast path). **Images:** ${report.image}, cropped and resized to ` +
       'each size, JPEG q90. Each decoded as the library decodes it (`decodeImage`: to the max size, EXIF ' +
       "orientation applied), one at a time on libuv's pool, the fast path into the buffer of the image " +
-      `before (as the detector decodes), alternating with sharp: ms per image, median [min–max] of ` +
-      `${report.runs} runs each, after 5 untimed.`,
+      'before (as the detector decodes), on one thread (as under load) and on two (as the detector decodes ' +
+      'an image alone: libjpeg-turbo entropy-decodes a sequential JPEG on the second), alternating with ' +
+      `sharp: ms per image, median [min–max] of ${report.runs} runs each, after 5 untimed.`,
     '',
-    '| image | EXIF orientation | max size | decoded to | fast path | sharp | sharp ÷ fast path | same pixels |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| image | EXIF orientation | max size | decoded to | fast path | fast path, 2 threads | sharp | ' +
+      'sharp ÷ fast path | sharp ÷ fast path, 2 threads | same pixels |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...report.rows.map(
       (r) =>
         `| ${r.width}×${r.height}, ${(r.bytes / 1024).toFixed(0)} KiB | ${r.orientation} | ${r.maxSize || 'none'} | ` +
-        `${r.decodedWidth}×${r.decodedHeight} | ${r.native ? ms(r.fastPath) : 'declined: sharp'} | ${ms(r.sharp)} | ` +
-        `${(r.sharp.median / r.fastPath.median).toFixed(2)}× | ${r.samePixels ? 'yes' : 'NO'} |`,
+        `${r.decodedWidth}×${r.decodedHeight} | ${r.native ? ms(r.fastPath) : 'declined: sharp'} | ` +
+        `${r.native ? ms(r.fastPathTwoThreads) : 'declined: sharp'} | ${ms(r.sharp)} | ` +
+        `${(r.sharp.median / r.fastPath.median).toFixed(2)}× | ` +
+        `${(r.sharp.median / r.fastPathTwoThreads.median).toFixed(2)}× | ${r.samePixels ? 'yes' : 'NO'} |`,
     ),
   ];
   return lines.join('\n');
