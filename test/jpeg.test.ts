@@ -319,7 +319,7 @@ async function sawJpegThread(work: () => Promise<unknown>): Promise<boolean> {
 const threads = suite('jpeg fast path: on two threads');
 
 threads(
-  'a sequential JPEG is entropy-decoded on a second thread; not with one thread, nor a progressive one',
+  'a sequential JPEG is entropy-decoded on a second thread; not with one thread, a progressive one or one too large',
   async () => {
     const photo = path.join(FIXTURES, 'seed-images', 'diverse_group.jpg');
     const base = sharp(photo).resize(2400, 1600, { fit: 'cover' });
@@ -339,6 +339,17 @@ threads(
       assert.not.ok(await sawJpegThread(decode(sequential, 1)), 'a second thread with threads 1');
       assert.not.ok(await sawJpegThread(decode(progressive, 2)), 'a second thread for a progressive JPEG');
     }
+    // 4800x3600 in 4:4:4: 104 MB of DCT coefficients to hold for two threads (the cap is 64 MiB).
+    const large = await sharp(photo)
+      .resize(4800, 3600, { fit: 'cover' })
+      .jpeg({ quality: 90, chromaSubsampling: '4:4:4' })
+      .toBuffer();
+    const scale = sharpJpegShrink(4800, 3600, { width: 1080, height: 810 });
+    const small = Buffer.alloc(1080 * 810 * 3);
+    const decodeLarge = async () => {
+      assert.is(await decodeJpeg!(large, small, 1080, 810, scale, 2), 1);
+    };
+    assert.not.ok(await sawJpegThread(decodeLarge), 'a second thread for 104 MB of coefficients');
   },
 );
 
