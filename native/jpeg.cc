@@ -23,6 +23,8 @@
 
 // jpeglib.h needs FILE and size_t declared before it.
 #include <jpeglib.h>
+// After jpeglib.h: libjpeg's error codes.
+#include <jerror.h>
 
 #ifdef __linux__
 #include <pthread.h>
@@ -399,9 +401,12 @@ const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size
         cinfo.client_data = nullptr;
       }
       if (!reason && cinfo.buffered_image) {
-        // Reads on to the next scan or the end (a second scan would fail libjpeg outside this mode).
+        // Reads on to the next scan or the end. A second scan is an error outside this mode: the same one.
         jpeg_finish_output(&cinfo);
-        if (!jpeg_input_complete(&cinfo)) reason = "more than one scan";
+        if (!jpeg_input_complete(&cinfo)) {
+          errors->pub.msg_code = JERR_EOI_EXPECTED;
+          (*errors->pub.error_exit)(reinterpret_cast<j_common_ptr>(&cinfo));
+        }
       }
       if (!reason) jpeg_finish_decompress(&cinfo);
       if (!reason && resize && !reducer->finished()) reason = "resize: rows missing";

@@ -354,6 +354,28 @@ threads(
 );
 
 threads(
+  'a second scan after the first: the same error on two threads as on one, and sharp decides',
+  async () => {
+    const photo = path.join(FIXTURES, 'seed-images', 'diverse_group.jpg');
+    const jpeg = await sharp(photo).resize(512, 384, { fit: 'cover' }).jpeg({ quality: 85 }).toBuffer();
+    // The scan (SOS to EOI) once more before EOI: a sequential JPEG may not have two.
+    const sos = jpeg.indexOf(Buffer.from([0xff, 0xda]));
+    const twice = Buffer.concat([jpeg.subarray(0, jpeg.length - 2), jpeg.subarray(sos)]);
+    const output = Buffer.alloc(512 * 384 * 3);
+    for (const threads of [1, 2] as const) {
+      assert.is(
+        await decodeJpeg!(twice, output, 512, 384, 1, threads),
+        "libjpeg: Didn't expect more than one scan",
+        `${threads} thread(s)`,
+      );
+    }
+    const a = await decodeImage(twice, { ...native, jpegThreads: 2 }).catch((e: Error) => e.message);
+    const b = await decodeImage(twice, viaSharp).catch((e: Error) => e.message);
+    assert.equal(a, b);
+  },
+);
+
+threads(
   '300 damaged sequential JPEGs (fixed seed): on two threads the same pixels or reason as on one',
   async () => {
     // 384 pixel rows: 24 rows of blocks, enough for the second thread; damage mostly in the entropy-
