@@ -185,6 +185,22 @@ units('bench:load says where the time outside the network goes at concurrency 1'
     twoThreads,
     'decoding this JPEG alone takes 5.00 ms on two threads, and 5.50 ms through sharp',
   );
+  // Max size 0: the images at their own size, nothing resized.
+  const fullSize = loadMarkdown({
+    ...report,
+    settings: { ...report.settings, maxSize: 0 },
+    decodeOnly: {
+      ms: summarize([8, 9, 10]),
+      eighthMs: summarize([5, 5.5, 6]),
+      decoder: 'libjpeg-turbo 2.1.5',
+      resizer: 'none',
+    },
+  });
+  assert.match(fullSize, 'max size 0 (images at their own size), rate limit off');
+  assert.match(
+    fullSize,
+    "as the server does: decoded by libjpeg-turbo 2.1.5 (the addon's JPEG fast path) at its own size): 9.00 ms",
+  );
 });
 
 units.run();

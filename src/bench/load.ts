@@ -202,7 +202,8 @@ async function decodeOnly(
   decoder: ReturnType<typeof nativeJpegDecoder>,
 ): Promise<{
   decoder: string;
-  resizer: 'addon' | 'sharp';
+  /** Who resizes ('none': max size 0, images decoded at their own size). */
+  resizer: 'addon' | 'sharp' | 'none';
   ms: ReturnType<typeof summarize>;
   twoThreadsMs?: ReturnType<typeof summarize>;
   eighthMs: ReturnType<typeof summarize>;
@@ -219,7 +220,7 @@ async function decodeOnly(
   };
   return {
     decoder: decoder?.name ?? 'sharp',
-    resizer: decoder && nativeResizeMatchesSharp ? 'addon' : 'sharp',
+    resizer: maxSize === 0 ? 'none' : decoder && nativeResizeMatchesSharp ? 'addon' : 'sharp',
     ms: await time(() => decodeImage(jpeg, { maxSize, maxPixels: 2 ** 40, jpeg: decoder?.decode })),
     ...(decoder && threads >= 2
       ? {
@@ -351,6 +352,11 @@ type LoadReport = Awaited<ReturnType<typeof runLoad>>;
 /** Who decodes the request's JPEG (reports older than the JPEG fast path lack the field: sharp). */
 const decodedWith = (decodeOnly: { decoder?: string; resizer?: string } | undefined) => {
   const decoder = decodeOnly?.decoder;
+  if (decodeOnly?.resizer === 'none') {
+    return !decoder || decoder === 'sharp'
+      ? 'decoded by sharp'
+      : `decoded by ${decoder} (the addon's JPEG fast path)`;
+  }
   if (!decoder || decoder === 'sharp') return 'decoded and resized by sharp';
   return decodeOnly?.resizer === 'addon'
     ? `decoded by ${decoder} and resized as sharp resizes, row by row (the addon's JPEG fast path)`
@@ -375,7 +381,7 @@ export function loadMarkdown(
     `**facedet serve under load, backend ${s.backend}${precisionNote(s.precision)}** — ${report.date.slice(0, 16).replace('T', ' ')} UTC`,
     '',
     `**Machine:** ${m.cpu} (${m.cpus} CPUs), Node ${m.node}. **Server:** ${path.basename(s.model)}${readModel(s.model).card.synthetic ? ' (SYNTHETIC weights: no faces)' : ''}, backend ${s.backend}${precisionNote(s.precision)}, ` +
-      `${s.threads} threads, max size ${s.maxSize}, rate limit off, 127.0.0.1. **Image:** ${s.image}. ${s.durationS} s per row.`,
+      `${s.threads} threads, max size ${s.maxSize || '0 (images at their own size)'}, rate limit off, 127.0.0.1. **Image:** ${s.image}. ${s.durationS} s per row.`,
     '',
     `Engine alone on that image (${report.engineOnly.shape.join('×')}): ${fmtMs(report.engineOnly.ms.median)} ms ` +
       `[${fmtMs(report.engineOnly.ms.min)}–${fmtMs(report.engineOnly.ms.max)}] (median [min–max] of ${report.engineOnly.ms.n} runs back to back, after 5 untimed).`,
@@ -383,7 +389,7 @@ export function loadMarkdown(
       ? [
           '',
           `Decoding alone, before the server starts (one image at a time, as the server does: ` +
-            `${decodedWith(report.decodeOnly)} to max size ${s.maxSize}): ` +
+            `${decodedWith(report.decodeOnly)} ${s.maxSize ? `to max size ${s.maxSize}` : 'at its own size'}): ` +
             `${fmtMs(report.decodeOnly.ms.median)} ms ` +
             `[${fmtMs(report.decodeOnly.ms.min)}–${fmtMs(report.decodeOnly.ms.max)}]` +
             (report.decodeOnly.twoThreadsMs
@@ -433,7 +439,7 @@ export function loadMarkdown(
     lines.push(
       '',
       `At concurrency 1, p50 ÷ engine is ${(one.latencyMs.p50 / engine).toFixed(2)}× (goal ≤ 1.15×): before the ` +
-        `network starts, decoding and resizing the JPEG takes ${ms(decode)} ms (${((100 * decode) / engine).toFixed(0)}% ` +
+        `network starts, decoding ${s.maxSize ? 'and resizing ' : ''}the JPEG takes ${ms(decode)} ms (${((100 * decode) / engine).toFixed(0)}% ` +
         `of the engine time) and packing the tensor ${ms(st.pack)} ms; body parse, queue wait, postprocess and JSON ` +
         `add ${ms(rest)} ms.` +
         (report.decodeOnly
@@ -504,7 +510,8 @@ async function main(argv: string[]): Promise<number> {
   fs.writeFileSync(file, JSON.stringify(report, null, 1) + '\n');
   if (values.readme) {
     const { backbone } = readModel(options.model).card;
-    const key = `load-${backbone}-${backend}${precision === 'fp32' ? '' : `-${precision}`}`;
+    const maxSize = options.maxSize === 1080 ? '' : `-max${options.maxSize}`;
+    const key = `load-${backbone}-${backend}${precision === 'fp32' ? '' : `-${precision}`}${maxSize}`;
     replaceReadmeSection(values.readme, key, loadMarkdown(report));
   }
   if (values.json) process.stdout.write(JSON.stringify(report, null, 1) + '\n');
