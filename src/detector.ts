@@ -495,9 +495,10 @@ export class FaceDetector {
           maxPixels: this.options.maxPixels,
           jpeg: this.jpeg?.decode,
           reuse: (bytes) => this.takeSparePixels(bytes),
-          // Alone, an image's JPEG may take two threads (the network waits for it); under load the
-          // other images' decoding and networks have the other cores.
-          jpegThreads: this.admitted === 1 && this.engineThreads >= 2 ? 2 : 1,
+          // Alone, an image's JPEG may take two of the detector's threads (the network waits for it;
+          // TensorRT's engine reports none of its own); under load the other images' decoding and
+          // networks have the other cores.
+          jpegThreads: this.admitted === 1 && this.options.threads >= 2 ? 2 : 1,
         });
       } finally {
         this.decodeSlots.release();

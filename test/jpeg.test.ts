@@ -633,6 +633,31 @@ detector('both CPU engines decode plain JPEGs with it (resized or not), the rest
 });
 
 detector(
+  'an image alone is decoded on two threads, images together on one each, threads: 1 on one',
+  async () => {
+    const photo = path.join(FIXTURES, 'seed-images', 'diverse_group.jpg');
+    const jpeg = await sharp(photo).resize(2400, 1600, { fit: 'cover' }).jpeg({ quality: 90 }).toBuffer();
+    for (const threads of [2, 1]) {
+      const d = await FaceDetector.create({
+        model: requireModel(MOBILENET_DIR),
+        backend: 'torch',
+        threads,
+        warmup: [],
+      });
+      try {
+        let alone = false;
+        for (let i = 0; i < 10 && !alone; i++) alone = await sawJpegThread(() => d.detect(jpeg));
+        assert.is(alone, threads === 2, `threads ${threads}: a second thread for an image alone`);
+        const together = await sawJpegThread(() => d.detect([jpeg, jpeg, jpeg, jpeg]));
+        assert.not.ok(together, `threads ${threads}: a second thread for images decoded together`);
+      } finally {
+        await d.dispose();
+      }
+    }
+  },
+);
+
+detector(
   'decoded-pixel buffers reused from image to image: concurrent detections give what one at a time give',
   async () => {
     const d = await FaceDetector.create({ model: requireModel(MOBILENET_DIR), backend: 'torch', warmup: [] });
