@@ -313,6 +313,8 @@ shutdown(
   async () => {
     // 1080p JPEGs posted one after another: with V8's own growing factor the server's heap ran a full
     // mark-compact every few requests (see src/server/heap.ts); counted by the server's own GC metric.
+    // 300 of them: V8's own collections come more often as the server runs (over 100 requests 2-13 of
+    // them, once as few as with the setting; over 300, 29-36 against 5-6 with it, four runs).
     const jpeg = await sharp(seedBytes('diverse_group.jpg'))
       .resize(1920, 1080, { fit: 'cover' })
       .jpeg({ quality: 90 })
@@ -337,7 +339,7 @@ shutdown(
           heapGrowingPercent: unknown;
         };
         const before = await majorCollections(url);
-        for (let i = 0; i < 100; i++) {
+        for (let i = 0; i < 300; i++) {
           const form = new FormData();
           form.append('files', new Blob([jpeg], { type: 'image/jpeg' }), 'photo.jpg');
           const reply = await request<Detect>(`${url}/detect_faces_from_files/`, {
