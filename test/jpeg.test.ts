@@ -376,6 +376,40 @@ threads(
 );
 
 threads(
+  'restart markers and arithmetic coding: sharp’s pixels on two threads; damaged, the same as on one',
+  async () => {
+    // test/data/jpeg/restarts.c made them: a restart marker after every row of MCUs; arithmetic-coded.
+    for (const name of ['restarts.jpg', 'arithmetic.jpg']) {
+      const bytes = fs.readFileSync(path.join(__dirname, 'data', 'jpeg', name));
+      for (const maxSize of [0, 300]) {
+        const a = await decodeImage(bytes, { ...native, maxSize, jpegThreads: 2 });
+        const b = await decodeImage(bytes, { ...viaSharp, maxSize });
+        assert.is(a.decodedBy, 'libjpeg-turbo', name);
+        assert.ok(a.data.equals(b.data), `${name}, max size ${maxSize}: pixels differ from sharp's`);
+      }
+      let seed = name.length;
+      const random = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+      const outcome = async (input: Buffer, threads: 1 | 2) => {
+        const output = Buffer.alloc(384 * 288 * 3);
+        const result = await decodeJpeg!(input, output, 384, 288, 1, threads);
+        return typeof result === 'string' ? result : output.toString('base64');
+      };
+      const reasons = new Set<string>();
+      for (let i = 0; i < 100; i++) {
+        const damaged = Buffer.from(bytes);
+        for (let k = 1 + Math.floor(random() * 3); k > 0; k--) {
+          damaged[700 + Math.floor(random() * (damaged.length - 700))] = Math.floor(random() * 256);
+        }
+        const one = await outcome(damaged, 1);
+        assert.is(await outcome(damaged, 2), one, `${name}, mutant ${i}`);
+        if (one.startsWith('libjpeg: ')) reasons.add(one);
+      }
+      assert.ok(reasons.size >= 2, `${name}: ${[...reasons].join('; ')}`);
+    }
+  },
+);
+
+threads(
   '300 damaged sequential JPEGs (fixed seed): on two threads the same pixels or reason as on one',
   async () => {
     // 384 pixel rows: 24 rows of blocks, enough for the second thread; damage mostly in the entropy-
