@@ -51,6 +51,9 @@ struct InferInput {
   bool packed = true;
   int64_t n = 0, c = 0, h = 0, w = 0;
   int threads = 0;  // LibTorch on the CPU: this batch's intra-op threads, 0 = the engine's
+  // LibTorch on the CPU: run on the thread beside the primary one (engine.cc), with one thread and no
+  // OpenMP team of its own.
+  bool besidePrimary = false;
 };
 
 // One output tensor: float32, contiguous. `owner` keeps `data` alive (for example an at::Tensor),

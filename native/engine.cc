@@ -2,6 +2,7 @@
 #include "engine.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -167,18 +168,25 @@ struct Failure {
   }
 };
 
-// The thread of the process's CPU LibTorch engines (see LoadWorker::load); gone with the last of them.
-std::shared_ptr<Executor> sharedCpuExecutor() {
+// The thread of the process's CPU LibTorch engines (see LoadWorker::load), and the one beside it; gone
+// with the last of them.
+std::shared_ptr<Executor> sharedCpuExecutor(bool beside) {
   static std::mutex mutex;
-  static std::weak_ptr<Executor> shared;
+  static std::weak_ptr<Executor> shared[2];
   std::lock_guard<std::mutex> lock(mutex);
-  std::shared_ptr<Executor> executor = shared.lock();
+  std::shared_ptr<Executor> executor = shared[beside].lock();
   if (!executor) {
     executor = std::make_shared<Executor>(1);
-    shared = executor;
+    shared[beside] = executor;
   }
   return executor;
 }
+
+// Batches on the primary CPU thread, running or waiting for it. A batch of one thread (the detector's
+// share for the network under load on a small machine) that finds it busy runs on the thread beside it
+// instead, which never starts an OpenMP team (one thread: libgomp keeps spinning between parallel
+// regions only while its threads are no more than the CPUs).
+std::atomic<int> cpuPrimaryBatches{0};
 
 class LoadWorker : public Napi::AsyncWorker {
  public:
@@ -222,7 +230,8 @@ class LoadWorker : public Napi::AsyncWorker {
   static std::shared_ptr<LoadedModel> load(const LoadOptions& options) {
     auto model = std::make_shared<LoadedModel>();
     const bool cpu = options.backend == "torch" && options.device == "cpu";
-    model->executor = cpu ? sharedCpuExecutor() : std::make_shared<Executor>(1);
+    model->executor = cpu ? sharedCpuExecutor(false) : std::make_shared<Executor>(1);
+    if (cpu) model->beside = sharedCpuExecutor(true);
     model->executor->run([&] {
 #ifdef FACEDET_WITH_TENSORRT
       if (options.backend == "tensorrt") {
@@ -260,8 +269,23 @@ class InferWorker : public Napi::AsyncWorker {
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    failure_.capture([this] { model_->executor->run([this] { output_ = model_->backend->infer(input_); }); },
-                     "unknown error during inference");
+    failure_.capture(
+        [this] {
+          const auto run = [this] { output_ = model_->backend->infer(input_); };
+          if (!model_->beside) return model_->executor->run(run);
+          // A CPU batch (see cpuPrimaryBatches): of one thread, beside a busy primary thread.
+          int idle = 0;
+          if (input_.threads == 1 && !cpuPrimaryBatches.compare_exchange_strong(idle, 1)) {
+            input_.besidePrimary = true;
+            return model_->beside->run(run);
+          }
+          if (input_.threads != 1) cpuPrimaryBatches.fetch_add(1);
+          struct Done {
+            ~Done() { cpuPrimaryBatches.fetch_sub(1); }
+          } done;
+          model_->executor->run(run);
+        },
+        "unknown error during inference");
   }
 
   void OnOK() override {

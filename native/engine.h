@@ -19,6 +19,8 @@ namespace facedet {
 struct LoadedModel {
   std::unique_ptr<Backend> backend;
   std::shared_ptr<Executor> executor;
+  // CPU LibTorch engines: the thread for a one-thread batch while the primary thread is busy (engine.cc).
+  std::shared_ptr<Executor> beside;
 };
 
 class Engine : public Napi::ObjectWrap<Engine> {

@@ -58,6 +58,23 @@ struct Plan {
   dnnl::reorder toBlocked, fromBlocked;
   memory::desc src, dst;
   memory weights;  // in the layout the kernel wants
+  // Each run's own scratch memory (oneDNN's user scratchpad mode): a plan may run on two threads at
+  // once, and the library's shared scratchpad then mixed their intermediate results.
+  memory::desc scratch, toBlockedScratch, fromBlockedScratch;
+};
+
+// One run's scratch memory for `desc` (none when it needs none), through LibTorch's allocator.
+struct Scratch {
+  at::Tensor buffer;
+  memory mem;
+  explicit Scratch(const memory::desc& desc) {
+    if (desc.get_size() == 0) return;
+    buffer = at::empty({static_cast<int64_t>(desc.get_size())}, at::kByte);
+    mem = memory(desc, cpuEngine(), buffer.data_ptr());
+  }
+  void add(std::unordered_map<int, memory>* args) const {
+    if (mem) args->emplace(DNNL_ARG_SCRATCHPAD, mem);
+  }
 };
 
 struct Convolution {
@@ -108,6 +125,7 @@ struct Convolution {
     const memory::dims src{n, inputs(), h, w}, dst{n, outputs(), outputSize(h, 0), outputSize(w, 1)};
     const memory::dims strides{stride[0], stride[1]}, pads{padding[0], padding[1]};
     dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (activation) {
       dnnl::post_ops ops;
       ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, slope, 0.f);
@@ -147,11 +165,18 @@ struct Convolution {
     plan->conv = dnnl::convolution_forward(pd);
     plan->src = pd.src_desc();
     plan->dst = pd.dst_desc();
+    plan->scratch = pd.scratchpad_desc();
     if (plan->winograd) {
-      plan->toBlocked = dnnl::reorder(dnnl::reorder::primitive_desc(
-          cpuEngine(), memory::desc(src, type, Tag::nhwc), cpuEngine(), plan->src));
-      plan->fromBlocked = dnnl::reorder(dnnl::reorder::primitive_desc(cpuEngine(), plan->dst, cpuEngine(),
-                                                                      memory::desc(dst, type, Tag::nhwc)));
+      dnnl::primitive_attr reorderAttr;
+      reorderAttr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      const dnnl::reorder::primitive_desc to(cpuEngine(), memory::desc(src, type, Tag::nhwc), cpuEngine(),
+                                             plan->src, reorderAttr);
+      const dnnl::reorder::primitive_desc from(cpuEngine(), plan->dst, cpuEngine(),
+                                               memory::desc(dst, type, Tag::nhwc), reorderAttr);
+      plan->toBlocked = dnnl::reorder(to);
+      plan->fromBlocked = dnnl::reorder(from);
+      plan->toBlockedScratch = to.scratchpad_desc();
+      plan->fromBlockedScratch = from.scratchpad_desc();
     }
     const memory::desc layout = pd.weights_desc();
     for (const auto& [desc, prepared] : weights) {
@@ -295,21 +320,30 @@ at::Tensor conv2d(const at::Tensor& x, int64_t id) {
   memory userDst(memory::desc({n, conv->outputs(), oh, ow}, conv->type, Tag::nhwc), engine,
                  output.data_ptr());
   memory bias(memory::desc({conv->outputs()}, kF32, Tag::x), engine, conv->bias.data_ptr());
+  const Scratch scratch(plan->scratch);
   if (plan->winograd) {
     // Through LibTorch's allocator (the cache above), like the tensors.
     const at::Tensor srcBuffer = at::empty({static_cast<int64_t>(plan->src.get_size())}, at::kByte);
     const at::Tensor dstBuffer = at::empty({static_cast<int64_t>(plan->dst.get_size())}, at::kByte);
     memory src(plan->src, engine, srcBuffer.data_ptr()), dst(plan->dst, engine, dstBuffer.data_ptr());
-    plan->toBlocked.execute(stream, userSrc, src);
-    plan->conv.execute(
-        stream,
-        {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, plan->weights}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}});
-    plan->fromBlocked.execute(stream, dst, userDst);
+    const Scratch toScratch(plan->toBlockedScratch), fromScratch(plan->fromBlockedScratch);
+    std::unordered_map<int, memory> to{{DNNL_ARG_FROM, userSrc}, {DNNL_ARG_TO, src}};
+    toScratch.add(&to);
+    plan->toBlocked.execute(stream, to);
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, plan->weights}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}};
+    scratch.add(&args);
+    plan->conv.execute(stream, args);
+    std::unordered_map<int, memory> from{{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, userDst}};
+    fromScratch.add(&from);
+    plan->fromBlocked.execute(stream, from);
   } else {
-    plan->conv.execute(stream, {{DNNL_ARG_SRC, userSrc},
-                                {DNNL_ARG_WEIGHTS, plan->weights},
-                                {DNNL_ARG_BIAS, bias},
-                                {DNNL_ARG_DST, userDst}});
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, userSrc},
+                                         {DNNL_ARG_WEIGHTS, plan->weights},
+                                         {DNNL_ARG_BIAS, bias},
+                                         {DNNL_ARG_DST, userDst}};
+    scratch.add(&args);
+    plan->conv.execute(stream, args);
   }
   stream.wait();
   return output;

@@ -184,11 +184,14 @@ class TorchBackend : public Backend {
     static thread_local bool threadsInitialised = false;
     if (!threadsInitialised) {
       at::init_num_threads();
-      if (device_.is_cpu()) pinTeam();
+      // The thread beside the primary one (engine.cc) runs one thread and never starts a team.
+      if (device_.is_cpu() && !input.besidePrimary) pinTeam();
       threadsInitialised = true;
     }
     if (device_.is_cpu())
-      useThreads(input.threads > 0 && input.threads < threads_ ? input.threads : threads_);
+      useThreads(input.besidePrimary                             ? 1
+                 : input.threads > 0 && input.threads < threads_ ? input.threads
+                                                                 : threads_);
     InferOutput result;
     try {
 #ifdef FACEDET_WITH_CUDA

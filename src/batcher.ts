@@ -8,8 +8,8 @@ export interface BatcherOptions {
   maxBatchSize: number;
   /** How long the first queued item may wait for others before its batch runs (0 = next tick). */
   maxQueueDelayMs: number;
-  /** Batches running at once. */
-  maxConcurrentBatches: number;
+  /** Batches running at once: a number, or a function asked each time a batch could start. */
+  maxConcurrentBatches: number | (() => number);
 }
 
 interface Pending<T, R> {
@@ -50,8 +50,13 @@ export class Batcher<T, R> {
     });
   }
 
+  private limit(): number {
+    const { maxConcurrentBatches } = this.options;
+    return typeof maxConcurrentBatches === 'function' ? maxConcurrentBatches() : maxConcurrentBatches;
+  }
+
   private schedule(): void {
-    if (this.running >= this.options.maxConcurrentBatches || this.queue.length === 0) return;
+    if (this.running >= this.limit() || this.queue.length === 0) return;
     if (this.queue.length >= this.options.maxBatchSize) {
       this.dispatch();
       return;
@@ -79,7 +84,7 @@ export class Batcher<T, R> {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    if (this.running >= this.options.maxConcurrentBatches || this.queue.length === 0) return;
+    if (this.running >= this.limit() || this.queue.length === 0) return;
     const batch = this.queue.splice(0, this.options.maxBatchSize);
     this.running++;
     this.batches++;

@@ -109,4 +109,26 @@ batching('maxConcurrentBatches bounds the batches running at once', async () => 
   assert.is(peak, 2);
 });
 
+batching('a maxConcurrentBatches function is asked each time a batch could start', async () => {
+  let running = 0;
+  const peaks: number[] = [];
+  let limit = 1;
+  const batcher = new Batcher(
+    async (items: number[]) => {
+      running++;
+      peaks.push(running);
+      await sleep(10);
+      running--;
+      return items;
+    },
+    { maxBatchSize: 1, maxQueueDelayMs: 0, maxConcurrentBatches: () => limit },
+  );
+  await Promise.all([1, 2, 3].map((x) => batcher.submit(x)));
+  assert.equal(peaks, [1, 1, 1]);
+  limit = 3;
+  peaks.length = 0;
+  await Promise.all([1, 2, 3].map((x) => batcher.submit(x)));
+  assert.equal(peaks, [1, 2, 3]);
+});
+
 batching.run();
