@@ -60,7 +60,10 @@ export interface FaceDetectorOptions {
   maxQueueDelayMs?: number;
   /** Images admitted at once (decoding, queued or in inference); beyond it detect() rejects with OverloadedError. */
   maxQueueSize?: number;
-  /** Native batches running at once. */
+  /**
+   * Native batches running at once: default 1, 2 with LibTorch on the CPU (where a second batch runs
+   * beside the first only under load on 2 threads, each on one thread: besideMode).
+   */
   maxConcurrentBatches?: number;
   /** Images decoded at once. */
   decodeConcurrency?: number;
