@@ -609,6 +609,9 @@ export class FaceDetector {
   private besideMode(): boolean {
     return (
       this.engineThreads === 2 &&
+      // fp32 and bf16: the graphs whose convolutions the addon runs (one scratchpad per run); int8's
+      // quantised kernels were not checked running two at once.
+      this.options.precision !== 'int8' &&
       this.options.maxConcurrentBatches >= 2 &&
       this.admitted > 1 &&
       this.networkCpuMsAverage > 0 &&
