@@ -300,15 +300,19 @@ behaviour(
 );
 
 behaviour(
-  'LibTorch on the CPU: one image at a time runs on every thread; under load with images whose decoding costs like the network, on fewer (same faces)',
+  'LibTorch on the CPU: one image at a time runs on every thread; under load with images whose decoding costs like the network, on fewer, two batches at once (same faces)',
   async () => {
-    const batches: { threads: number; size: number }[] = [];
+    const batches: { threads: number; size: number; from: number; to: number }[] = [];
     const torch = await FaceDetector.create({
       model: modelDir,
       backend: 'torch',
       threads: 2,
       warmup: [],
-      onBatch: (b) => batches.push({ threads: b.threads, size: b.size }),
+      // Each batch's network run, from when it ended and how long it took.
+      onBatch: (b) => {
+        const to = performance.now() - b.postprocessMs;
+        batches.push({ threads: b.threads, size: b.size, from: to - b.inferMs, to });
+      },
     });
     try {
       // A 1080p JPEG resized to 640x360: decoding it (≈ 10 ms here) costs more than the network's CPU
@@ -333,6 +337,14 @@ behaviour(
       await Promise.all([client(), client(), client(), client()]);
       const fewer = batches.filter((b) => b.threads === 1).length;
       assert.ok(fewer > batches.length / 2, `batches on 1 thread: ${fewer} of ${batches.length}`);
+      // On 2 threads, one-thread batches run two at once (the second beside the addon's primary thread).
+      const overlapping = batches.filter((a, i) =>
+        batches.some((b, j) => i !== j && a.from < b.to && b.from < a.to),
+      );
+      assert.ok(
+        overlapping.length > batches.length / 4,
+        `batches overlapping another: ${overlapping.length} of ${batches.length}`,
+      );
       assert.ok(alone.faces_count > 0);
       for (const r of results) assert.equal(r.faces, alone.faces);
     } finally {
