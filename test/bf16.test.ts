@@ -9,7 +9,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { FaceDetector, FacedetError, type ImageResult } from '../src';
 import { cpuHasBf16 } from '../src/cpu';
-import { NativeInferenceEngine, type Shape4 } from '../src/engine';
+import { NativeInferenceEngine, type RawOutputs, type Shape4 } from '../src/engine';
 import { rejects } from './helpers/assert';
 import { iou, matchFaces, toRef } from './helpers/faces';
 import {
@@ -112,6 +112,20 @@ if (cpuHasBf16()) {
       }
     },
   );
+
+  raw('one-thread runs at once (two batches under load): the outputs of one at a time', async () => {
+    const shape: Shape4 = [1, 3, 384, 512];
+    const inputs = [1, 2, 3, 4].map((seed) => imageLikeInput(shape, seed));
+    const alone: RawOutputs[] = [];
+    for (const input of inputs) alone.push(await bf16.infer(input, shape, { threads: 1 }));
+    for (let round = 0; round < 5; round++) {
+      const together = await Promise.all(inputs.map((input) => bf16.infer(input, shape, { threads: 1 })));
+      together.forEach((out, i) => {
+        assert.equal(diffs(out.conf, alone[i]!.conf).max, 0, `round ${round}, image ${i}`);
+        assert.equal(diffs(out.loc, alone[i]!.loc).max, 0, `round ${round}, image ${i}`);
+      });
+    }
+  });
 
   raw.run();
 
