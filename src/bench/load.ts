@@ -148,11 +148,18 @@ async function scrape(url: string): Promise<Sums> {
   return parseHistograms(await res.text());
 }
 
-/** Engine-only time for the request's image, at the server's network input size. */
+/**
+ * Engine-only time for the request's image, at the server's network input size; with `threads` 2 or
+ * more, on one thread too (the network's CPU time: what no thread count can shorten).
+ */
 async function engineOnly(
   options: LoadOptions,
   jpeg: Buffer,
-): Promise<{ ms: ReturnType<typeof summarize>; shape: number[] }> {
+): Promise<{
+  ms: ReturnType<typeof summarize>;
+  oneThreadMs?: ReturnType<typeof summarize>;
+  shape: number[];
+}> {
   const model = readModel(options.model);
   const image = await decodeImage(jpeg, { maxSize: options.maxSize, maxPixels: 2 ** 40 });
   const { tensor, shape } = packBatch([image], {
@@ -160,29 +167,33 @@ async function engineOnly(
     padMultiple: model.card.input.pad_multiple ?? 32,
   });
   const modelPath = modelFile(model, options.backend, 'cpu', 'fp32');
-  const engine =
-    options.backend === 'onnxruntime'
-      ? await OnnxRuntimeEngine.load({ modelPath, threads: options.threads })
-      : await NativeInferenceEngine.load({
-          modelPath,
-          backend: 'torch',
-          device: 'cpu',
-          precision: options.precision,
-          threads: options.threads,
-        });
-  const times: number[] = [];
-  try {
-    // 5 untimed runs (first-run work, the graph's optimisation passes), then 30 timed.
-    for (let i = 0; i < 35; i++) {
-      const input = tensor.slice();
-      const t0 = performance.now();
-      await engine.infer(input, shape, { transfer: true, exclusive: true });
-      if (i >= 5) times.push(performance.now() - t0);
+  const time = async (threads: number) => {
+    const engine =
+      options.backend === 'onnxruntime'
+        ? await OnnxRuntimeEngine.load({ modelPath, threads })
+        : await NativeInferenceEngine.load({
+            modelPath,
+            backend: 'torch',
+            device: 'cpu',
+            precision: options.precision,
+            threads,
+          });
+    const times: number[] = [];
+    try {
+      // 5 untimed runs (first-run work, the graph's optimisation passes), then 30 timed.
+      for (let i = 0; i < 35; i++) {
+        const input = tensor.slice();
+        const t0 = performance.now();
+        await engine.infer(input, shape, { transfer: true, exclusive: true });
+        if (i >= 5) times.push(performance.now() - t0);
+      }
+    } finally {
+      await engine.dispose();
     }
-  } finally {
-    await engine.dispose();
-  }
-  return { ms: summarize(times), shape };
+    return summarize(times);
+  };
+  const ms = await time(options.threads);
+  return { ms, ...(options.threads >= 2 ? { oneThreadMs: await time(1) } : {}), shape };
 }
 
 /**
@@ -259,7 +270,11 @@ export async function runLoad(options: LoadOptions) {
   fs.writeFileSync(file, image.jpeg);
   options.log(`engine alone on the 1920x1080 image (max size ${options.maxSize}) ...`);
   const engine = await engineOnly(options, image.jpeg);
-  options.log(`engine: ${engine.ms.median.toFixed(1)} ms at ${engine.shape.join('x')}; decoding alone ...`);
+  options.log(
+    `engine: ${engine.ms.median.toFixed(1)} ms at ${engine.shape.join('x')}` +
+      (engine.oneThreadMs ? ` (one thread ${engine.oneThreadMs.median.toFixed(1)} ms)` : '') +
+      '; decoding alone ...',
+  );
   // The server's JPEG decoder: the fast path's module where it was built.
   const decoder = nativeJpegDecoder();
   const decode = await decodeOnly(image.jpeg, image, options.maxSize, options.threads, decoder);
@@ -364,6 +379,38 @@ const decodedWith = (decodeOnly: { decoder?: string; resizer?: string } | undefi
 };
 
 /**
+ * The least latency the machine's CPUs allow a request, from the CPU time of its two big pieces of work:
+ * decoding and the network. Their CPU time is taken as their time on one thread, or their time on several
+ * threads × the threads where that is less (splitting work across threads rarely removes any). On `cpus`
+ * CPUs they take at least their sum ÷ `cpus` of wall time even if they overlapped perfectly, which they
+ * cannot (the network needs the whole image). Empty for reports without both figures.
+ */
+function cpuFloor(
+  report: {
+    settings: { threads: number };
+    engineOnly: { ms: { median: number }; oneThreadMs?: { median: number } };
+    decodeOnly?: { ms: { median: number }; twoThreadsMs?: { median: number } };
+  },
+  cpus: number,
+): string {
+  const one = report.engineOnly.oneThreadMs?.median;
+  const decodeOne = report.decodeOnly?.ms.median;
+  if (one === undefined || decodeOne === undefined) return '';
+  // CPU time: the one-thread figures, unless the threaded runs took less CPU (then those).
+  const network = Math.min(one, report.settings.threads * report.engineOnly.ms.median);
+  const two = report.decodeOnly?.twoThreadsMs?.median;
+  const decode = Math.min(decodeOne, two === undefined ? Infinity : 2 * two);
+  const floor = (network + decode) / cpus;
+  const ratio = floor / report.engineOnly.ms.median;
+  return (
+    ` The CPU time of the request's work is at least that of decoding and of the network on one thread ` +
+    `(${fmtMs(decode)} + ${fmtMs(network)} ms): on ${cpus} CPUs no schedule finishes it in under ` +
+    `${fmtMs(floor)} ms, ${ratio.toFixed(2)}× the engine, before body parse and JSON` +
+    (ratio > 1.15 ? ' (the goal is below what these CPUs allow this decoding and this network).' : '.')
+  );
+}
+
+/**
  * Reports written before decodeOnly was measured lack it, those before the JPEG fast path its decoder,
  * and those before the fast path resized its resizer (sharp did).
  */
@@ -384,7 +431,12 @@ export function loadMarkdown(
       `${s.threads} threads, max size ${s.maxSize || '0 (images at their own size)'}, rate limit off, 127.0.0.1. **Image:** ${s.image}. ${s.durationS} s per row.`,
     '',
     `Engine alone on that image (${report.engineOnly.shape.join('×')}): ${fmtMs(report.engineOnly.ms.median)} ms ` +
-      `[${fmtMs(report.engineOnly.ms.min)}–${fmtMs(report.engineOnly.ms.max)}] (median [min–max] of ${report.engineOnly.ms.n} runs back to back, after 5 untimed).`,
+      `[${fmtMs(report.engineOnly.ms.min)}–${fmtMs(report.engineOnly.ms.max)}]` +
+      (report.engineOnly.oneThreadMs
+        ? ` on ${s.threads} threads, ${fmtMs(report.engineOnly.oneThreadMs.median)} ms ` +
+          `[${fmtMs(report.engineOnly.oneThreadMs.min)}–${fmtMs(report.engineOnly.oneThreadMs.max)}] on one`
+        : '') +
+      ` (median [min–max] of ${report.engineOnly.ms.n} runs back to back, after 5 untimed).`,
     ...(report.decodeOnly
       ? [
           '',
@@ -447,7 +499,8 @@ export function loadMarkdown(
             `${ms((report.decodeOnly.twoThreadsMs ?? report.decodeOnly.ms).median)} ms` +
             (report.decodeOnly.twoThreadsMs ? ' on two threads' : '') +
             `, and ${ms(report.decodeOnly.eighthMs.median)} ms through sharp even at 1/8 scale.`
-          : ''),
+          : '') +
+        cpuFloor(report, m.cpus),
     );
   }
   return lines.join('\n');
