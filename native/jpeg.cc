@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT
 // The JPEG fast path. sharp (libvips with mozjpeg) takes 1.9-2.0 ms for a 512x512 JPEG that libjpeg-turbo
 // decodes in 0.73 ms on the same core, most of the difference in libvips' thread hand-offs (about 50
-// context switches a call). For a JPEG whose colours sharp would not change (no colour profile to apply)
-// both give the same bytes, so the library decodes those here (shrunk on load by libjpeg where sharp
-// would have it shrink them, resized as sharp would, row by row as they are decoded: resize.cc, and turned
-// upright by their EXIF orientation as sharp turns them) and leaves every other image, and every JPEG that
-// draws so much as a warning, to sharp. Asked to, it decodes a sequential JPEG on two threads (see
+// context switches a call). Both give the same bytes, so the library decodes plain JPEGs here (with an ICC
+// profile, converted by Little CMS as sharp's libvips converts them: icc.h), shrunk on load by libjpeg where
+// sharp would have it shrink them, resized as sharp would, row by row as they are decoded: resize.cc, and
+// turned upright by their EXIF orientation as sharp turns them) and leaves every other image, and every JPEG
+// that draws so much as a warning, to sharp. Asked to, it decodes a sequential JPEG on two threads (see
 // InputThread) into the same pixels.
 #include "jpeg.h"
 
@@ -13,13 +13,30 @@
 #include <atomic>
 #include <csetjmp>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <system_error>
 #include <thread>
 #include <vector>
 
 #include "resize.h"
+#ifdef FACEDET_HAVE_LCMS2
+#include "icc.h"
+#endif
+
+namespace facedet {
+#ifdef FACEDET_HAVE_LCMS2
+using ColourTransformSlot = std::shared_ptr<const ColourTransform>;
+#else
+// Built without Little CMS: no JPEG with a profile is decoded here, so no conversion is ever set.
+struct NoColourTransform {
+  void apply(uint8_t*, int) const {}
+};
+using ColourTransformSlot = std::shared_ptr<const NoColourTransform>;
+#endif
+}  // namespace facedet
 
 // jpeglib.h needs FILE and size_t declared before it.
 #include <jpeglib.h>
@@ -140,17 +157,18 @@ int exifOrientation(const uint8_t* data, unsigned size) {
 }
 
 // Why sharp should decode this JPEG instead (header read, decompression not started), or nullptr; then
-// `orientation` is its EXIF orientation (1 when it has none).
-const char* notPlain(const jpeg_decompress_struct& cinfo, int* orientation) {
+// `orientation` is its EXIF orientation (1 when it has none) and `icc` whether it has an ICC profile.
+const char* notPlain(const jpeg_decompress_struct& cinfo, int* orientation, bool* icc) {
   if (cinfo.data_precision != 8) return "not 8 bits per sample";
   if (cinfo.jpeg_color_space != JCS_YCbCr && cinfo.jpeg_color_space != JCS_GRAYSCALE)
     return "colour space is not YCbCr or greyscale";
   *orientation = 1;
+  *icc = false;
   bool exif = false;
   for (jpeg_saved_marker_ptr marker = cinfo.marker_list; marker; marker = marker->next) {
     if (marker->marker == JPEG_APP0 + 2 && marker->data_length >= 12 &&
         std::memcmp(marker->data, "ICC_PROFILE\0", 12) == 0)
-      return "has an ICC profile";
+      *icc = true;
     if (marker->marker == JPEG_APP0 + 1) {
       if (marker->data_length != marker->original_length) return "EXIF longer than saved";
       const int found = exifOrientation(marker->data, marker->data_length);
@@ -290,14 +308,44 @@ size_t coefficientBytes(const jpeg_decompress_struct& cinfo) {
   return blocks * sizeof(JBLOCK);
 }
 
+#ifdef FACEDET_HAVE_LCMS2
+// For a JPEG with an ICC profile: in `transform`, the conversion sharp gives its colours (left empty
+// where it changes none), or why sharp should decode it. `target` is the profile sharp converts to
+// (libvips' sRGB), nullptr to leave every JPEG with a profile to sharp. A malformed profile draws a
+// warning from libjpeg, which ends the decode like any other.
+const char* colourFor(j_decompress_ptr cinfo, const uint8_t* target, size_t targetSize,
+                      std::shared_ptr<const ColourTransform>* transform) {
+  if (!target) return "has an ICC profile";
+  // A greyscale JPEG with a profile comes out of sharp in three channels, through the profile.
+  if (cinfo->jpeg_color_space != JCS_YCbCr) return "has an ICC profile and is not YCbCr";
+  JOCTET* profile = nullptr;
+  unsigned int size = 0;
+  if (!jpeg_read_icc_profile(cinfo, &profile, &size)) return "ICC profile not read";
+  const char* reason = nullptr;
+  try {
+    *transform = colourTransform(profile, size, target, targetSize, &reason);
+  } catch (const std::bad_alloc&) {
+    reason = "ICC profile: out of memory";
+  }
+  std::free(profile);
+  if (!reason && (*transform)->identity()) transform->reset();
+  return reason;
+}
+#else
+const char* colourFor(j_decompress_ptr, const uint8_t*, size_t, ColourTransformSlot*) {
+  return "has an ICC profile (built without Little CMS)";
+}
+#endif
+
 // The decoder proper, C-style: nothing with a destructor may live across the setjmp. `errors`,
-// `reducer` and `input` are the caller's, so that the message outlives this frame, the reducer's memory
-// is freed and the input thread joined. With `threads` 2, a JPEG of one sequential scan (the usual
-// baseline JPEG) is decoded on two threads (InputThread): at concurrency 1 on 2 CPUs, a 1920x1080 JPEG
-// resized to 1080x608 in 3.5 instead of 6.0 ms.
+// `reducer`, `input` and `transform` are the caller's, so that the message outlives this frame, the
+// reducer's memory is freed, the input thread joined and the colour conversion released. With `threads` 2, a
+// JPEG of one sequential scan (the usual baseline JPEG) is decoded on two threads (InputThread): at
+// concurrency 1 on 2 CPUs, a 1920x1080 JPEG resized to 1080x608 in 3.5 instead of 6.0 ms.
 const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size_t outputSize, int width,
-                   int height, int scale, int threads, RgbReducer* reducer, std::vector<uint8_t>* staging,
-                   InputThread* inputThread, int* orientation, ErrorManager* errors) {
+                   int height, int scale, int threads, const uint8_t* profile, size_t profileSize,
+                   RgbReducer* reducer, std::vector<uint8_t>* staging, InputThread* inputThread,
+                   ColourTransformSlot* transform, int* orientation, ErrorManager* errors) {
   jpeg_decompress_struct cinfo;
   jpeg_progress_mgr progress;
   progress.progress_monitor = onProgress;
@@ -318,9 +366,15 @@ const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size
   cinfo.progress = &progress;
   jpeg_mem_src(&cinfo, input, static_cast<unsigned long>(inputSize));
   jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xffff);
-  jpeg_save_markers(&cinfo, JPEG_APP0 + 2, 12);
+  jpeg_save_markers(&cinfo, JPEG_APP0 + 2, 0xffff);  // ICC profiles (jpeg_read_icc_profile)
   jpeg_read_header(&cinfo, TRUE);
-  const char* reason = notPlain(cinfo, orientation);
+  bool icc = false;
+  const char* reason = notPlain(cinfo, orientation, &icc);
+  if (!reason && icc) reason = colourFor(&cinfo, profile, profileSize, transform);
+  // The colour conversion of each row as it is read, before the resize (sharp converts, then resizes).
+  const auto convert = [transform](uint8_t* row, int pixels) {
+    if (*transform) (*transform)->apply(row, pixels);
+  };
   uint8_t* target = output;  // where the pixels go as stored; `output` gets them upright (orient)
   if (!reason && *orientation > 1) {
     try {
@@ -386,14 +440,16 @@ const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size
           // One row at a time into the reducer's ring, which writes the output rows each completes (a
           // partial last row of a scaled JPEG is read and left: every output row is written by then).
           JSAMPROW row = reducer->sourceRow(static_cast<int>(first));
-          if (jpeg_read_scanlines(&cinfo, &row, 1) == 1 && static_cast<int>(first) < sourceHeight &&
-              !reducer->sourceRowDone())
-            reason = "resize: lost a row";
+          if (jpeg_read_scanlines(&cinfo, &row, 1) == 1 && static_cast<int>(first) < sourceHeight) {
+            convert(row, rowWidth);
+            if (!reducer->sourceRowDone()) reason = "resize: lost a row";
+          }
         } else {
           JSAMPROW rows[16];
           const JDIMENSION count = std::min<JDIMENSION>(16, cinfo.output_height - first);
           for (JDIMENSION i = 0; i < count; ++i) rows[i] = target + (first + i) * stride;
-          jpeg_read_scanlines(&cinfo, rows, count);
+          const JDIMENSION read = jpeg_read_scanlines(&cinfo, rows, count);
+          for (JDIMENSION i = 0; i < read; ++i) convert(rows[i], sourceWidth);
         }
       }
       if (cinfo.client_data) {
@@ -420,7 +476,7 @@ const char* decode(const uint8_t* input, size_t inputSize, uint8_t* output, size
 class DecodeWorker : public Napi::AsyncWorker {
  public:
   DecodeWorker(Napi::Env env, Napi::Uint8Array input, Napi::Uint8Array output, int width, int height,
-               int scale, int threads)
+               int scale, int threads, Napi::Value profile)
       : Napi::AsyncWorker(env, "facedet:decodeJpeg"),
         input_(input.Data()),
         inputSize_(input.ByteLength()),
@@ -431,16 +487,22 @@ class DecodeWorker : public Napi::AsyncWorker {
         scale_(scale),
         threads_(threads),
         deferred_(env) {
-    // Both arrays are read and written on the worker thread: hold them until it is done.
+    // The arrays are read and written on the worker thread: hold them until it is done.
     inputRef_ = Napi::Persistent(input.As<Napi::Object>());
     outputRef_ = Napi::Persistent(output.As<Napi::Object>());
+    if (profile.IsTypedArray()) {
+      const auto bytes = profile.As<Napi::Uint8Array>();
+      profile_ = bytes.Data();
+      profileSize_ = bytes.ByteLength();
+      profileRef_ = Napi::Persistent(profile.As<Napi::Object>());
+    }
   }
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
     try {
       reason_ = decodeJpegInto(input_, inputSize_, output_, outputSize_, width_, height_, scale_, threads_,
-                               &orientation_);
+                               profile_, profileSize_, &orientation_);
     } catch (const std::exception& e) {
       reason_ = std::string("failed: ") + e.what();
     }
@@ -449,6 +511,7 @@ class DecodeWorker : public Napi::AsyncWorker {
   void OnOK() override {
     inputRef_.Reset();
     outputRef_.Reset();
+    profileRef_.Reset();
     Napi::Env env = Env();
     deferred_.Resolve(reason_.empty() ? Napi::Number::New(env, orientation_).As<Napi::Value>()
                                       : Napi::String::New(env, reason_).As<Napi::Value>());
@@ -457,6 +520,7 @@ class DecodeWorker : public Napi::AsyncWorker {
   void OnError(const Napi::Error& e) override {
     inputRef_.Reset();
     outputRef_.Reset();
+    profileRef_.Reset();
     deferred_.Reject(e.Value());
   }
 
@@ -469,23 +533,29 @@ class DecodeWorker : public Napi::AsyncWorker {
   int height_;
   int scale_;
   int threads_;
+  const uint8_t* profile_ = nullptr;
+  size_t profileSize_ = 0;
   int orientation_ = 1;
   std::string reason_;
   Napi::ObjectReference inputRef_;
   Napi::ObjectReference outputRef_;
+  Napi::ObjectReference profileRef_;
   Napi::Promise::Deferred deferred_;
 };
 
 }  // namespace
 
 std::string decodeJpegInto(const uint8_t* input, size_t inputSize, uint8_t* output, size_t outputSize,
-                           int width, int height, int scale, int threads, int* orientation) {
+                           int width, int height, int scale, int threads, const uint8_t* profile,
+                           size_t profileSize, int* orientation) {
   ErrorManager errors;
   RgbReducer reducer;
   std::vector<uint8_t> staging;
   InputThread inputThread;
-  const char* reason = decode(input, inputSize, output, outputSize, width, height, scale, threads, &reducer,
-                              &staging, &inputThread, orientation, &errors);
+  ColourTransformSlot transform;
+  const char* reason =
+      decode(input, inputSize, output, outputSize, width, height, scale, threads, profile, profileSize,
+             &reducer, &staging, &inputThread, &transform, orientation, &errors);
   if (!reason) return std::string();
   return reason == errors.message ? std::string("libjpeg: ") + reason : std::string(reason);
 }
@@ -511,22 +581,31 @@ Napi::Value DecodeJpeg(const Napi::CallbackInfo& info) {
     const double threads = value.As<Napi::Number>().DoubleValue();
     return threads == 1 || threads == 2;
   };
-  if (info.Length() != 6 || !isBytes(info[0]) || !isBytes(info[1]) || !isSide(info[2]) || !isSide(info[3]) ||
-      !isScale(info[4]) || !isThreads(info[5])) {
+  if (info.Length() != 7 || !isBytes(info[0]) || !isBytes(info[1]) || !isSide(info[2]) || !isSide(info[3]) ||
+      !isScale(info[4]) || !isThreads(info[5]) || !(isBytes(info[6]) || info[6].IsUndefined())) {
     throw Napi::TypeError::New(
         env,
-        "decodeJpeg(input, output, width, height, scale, threads) takes two Uint8Arrays, "
-        "two integers from 1 to 65535, a scale of 1, 2, 4 or 8 and 1 or 2 threads");
+        "decodeJpeg(input, output, width, height, scale, threads, profile) takes two Uint8Arrays, "
+        "two integers from 1 to 65535, a scale of 1, 2, 4 or 8, 1 or 2 threads and a Uint8Array or "
+        "undefined");
   }
-  auto* worker =
-      new DecodeWorker(env, info[0].As<Napi::Uint8Array>(), info[1].As<Napi::Uint8Array>(),
-                       info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Int32Value(),
-                       info[4].As<Napi::Number>().Int32Value(), info[5].As<Napi::Number>().Int32Value());
+  auto* worker = new DecodeWorker(
+      env, info[0].As<Napi::Uint8Array>(), info[1].As<Napi::Uint8Array>(),
+      info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Int32Value(),
+      info[4].As<Napi::Number>().Int32Value(), info[5].As<Napi::Number>().Int32Value(), info[6]);
   Napi::Promise promise = worker->promise();
   worker->Queue();
   return promise;
 }
 
 const char* jpegVersion() { return FACEDET_STRINGIFY(LIBJPEG_TURBO_VERSION); }
+
+int colourVersion() {
+#ifdef FACEDET_HAVE_LCMS2
+  return lcmsVersion();
+#else
+  return 0;
+#endif
+}
 
 }  // namespace facedet

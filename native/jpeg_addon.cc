@@ -11,6 +11,7 @@ namespace {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("decodeJpeg", Napi::Function::New(env, facedet::DecodeJpeg, "decodeJpeg"));
   exports.Set("version", facedet::jpegVersion());
+  exports.Set("lcmsVersion", facedet::colourVersion());
   return exports;
 }
 

@@ -19,7 +19,7 @@ if [ "${FACEDET_SKIP_APT:-0}" != 1 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -q
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    ca-certificates curl cmake make g++ ninja-build libtorch-dev libdnnl-dev libjpeg-dev \
+    ca-certificates curl cmake make g++ ninja-build libtorch-dev libdnnl-dev libjpeg-dev liblcms2-dev \
     python3 python3-torch python3-torchvision python3-onnx python3-numpy python3-pil \
     clang-format chromium
 fi

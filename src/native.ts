@@ -110,6 +110,11 @@ export interface NativeJpegBinding {
   decodeJpeg: NativeJpegDecode;
   /** libjpeg-turbo's version, as "2.1.5". */
   version: string;
+  /**
+   * Little CMS's version (2140 for 2.14) where the module converts JPEGs with an ICC profile as sharp
+   * does (CMake found liblcms2), else 0: such JPEGs then go to sharp.
+   */
+  lcmsVersion: number;
 }
 
 const packageRoot = path.resolve(__dirname, '..');
@@ -166,14 +171,22 @@ export function loadJpegBinding(): NativeJpegBinding | null {
 }
 
 /**
- * The JPEG fast path as preprocess's JpegDecoder, with its name ('libjpeg-turbo X.Y.Z'), or undefined
- * where its module was not built.
+ * The JPEG fast path as preprocess's JpegDecoder, with its name ('libjpeg-turbo X.Y.Z') and Little CMS's
+ * version where it converts JPEGs with an ICC profile ('2.14'), or undefined where its module was not built.
  */
-export function nativeJpegDecoder(): { decode: NativeJpegDecode; name: string } | undefined {
+export function nativeJpegDecoder():
+  { decode: NativeJpegDecode; name: string; lcms: string | undefined } | undefined {
   const jpeg = loadJpegBinding();
   if (!jpeg) return undefined;
-  const { decodeJpeg, version } = jpeg;
-  return { decode: (...args) => decodeJpeg(...args), name: `libjpeg-turbo ${version}` };
+  const { decodeJpeg, version, lcmsVersion } = jpeg;
+  return {
+    decode: (...args) => decodeJpeg(...args),
+    name: `libjpeg-turbo ${version}`,
+    // 2140 → "2.14", 2160 → "2.16"
+    lcms: lcmsVersion
+      ? `${Math.floor(lcmsVersion / 1000)}.${Math.floor((lcmsVersion % 1000) / 10)}`
+      : undefined,
+  };
 }
 
 /** Loads the addon once; throws a FacedetError that says how to fix what went wrong. */

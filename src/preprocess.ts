@@ -37,10 +37,12 @@ export interface DecodeOptions {
  * Decodes a JPEG into `output` (RGB, `width` x `height` as stored: the JPEG's own size, or smaller:
  * shrunk by `scale` while decoding as libvips' jpegload shrinks, then resized as sharp's resize(width,
  * height, { fit: 'fill', kernel: 'linear' }) would; then turned upright by its EXIF orientation as sharp's
- * autoOrient turns it) if it is a plain one (8-bit greyscale or YCbCr, no ICC profile, at most 256 scans,
- * not even a warning from libjpeg): resolves with the EXIF orientation it applied (1 to 8; from 5 on the
- * output is `height` x `width`), or with why it did not decode it (then `output` holds nothing of use).
- * `threads`: see DecodeOptions.jpegThreads.
+ * autoOrient turns it) if it is a plain one (8-bit greyscale or YCbCr, at most 256 scans, not even a
+ * warning from libjpeg): resolves with the EXIF orientation it applied (1 to 8; from 5 on the output is
+ * `height` x `width`), or with why it did not decode it (then `output` holds nothing of use).
+ * `threads`: see DecodeOptions.jpegThreads. `profile`: the ICC profile sharp converts a JPEG's colours to
+ * from the profile it carries (sharpSrgbProfile); a YCbCr JPEG with an RGB profile is converted as sharp
+ * converts it, before the resize. Undefined: JPEGs with a profile are left to sharp.
  */
 export type JpegDecoder = (
   input: Uint8Array,
@@ -49,6 +51,7 @@ export type JpegDecoder = (
   height: number,
   scale: 1 | 2 | 4 | 8,
   threads: 1 | 2,
+  profile: Uint8Array | undefined,
 ) => Promise<number | string>;
 
 export interface DecodedImage {
@@ -200,6 +203,7 @@ async function decodeJpegFast(
     size.height,
     scale,
     options.jpegThreads ?? 1,
+    await sharpSrgbProfile(),
   ).catch((error: unknown) => String(error));
   if (typeof orientation === 'string') return undefined;
   // sharp resizes as stored and turns the result upright (EXIF orientations 5 to 8 swap the sides).
@@ -212,6 +216,24 @@ async function decodeJpegFast(
     originalHeight: turned ? width : height,
     decodedBy: 'libjpeg-turbo',
   };
+}
+
+let srgbProfile: Promise<Buffer | undefined> | undefined;
+
+/**
+ * libvips' own sRGB profile, the one sharp converts a JPEG's colours to from the ICC profile it carries
+ * (pipeline.cc: icc_transform to "srgb"): sharp embeds the same bytes in what it writes with
+ * withIccProfile('srgb'). Undefined if sharp would not give it.
+ */
+export function sharpSrgbProfile(): Promise<Buffer | undefined> {
+  srgbProfile ??= sharp({ create: { width: 1, height: 1, channels: 3, background: '#000' } })
+    .withIccProfile('srgb')
+    .jpeg()
+    .toBuffer()
+    .then((jpeg) => sharp(jpeg).metadata())
+    .then((meta) => meta.icc)
+    .catch(() => undefined);
+  return srgbProfile;
 }
 
 /** Files larger than this are left to sharp rather than read whole for the JPEG fast path. */

@@ -27,6 +27,7 @@ units('bench:decode: the fast path and sharp on the same JPEGs, with their pixel
       { width: 301, height: 203, orientation: 6, maxSize: 90 },
       // 24 rows of blocks: on two threads where asked.
       { width: 512, height: 384, orientation: 1, maxSize: 0 },
+      { width: 200, height: 120, orientation: 1, maxSize: 100, icc: 'p3' },
     ],
   });
   assert.equal(
@@ -42,6 +43,7 @@ units('bench:decode: the fast path and sharp on the same JPEGs, with their pixel
       [96, 64, true, true, 2, 2],
       [61, 90, true, true, 2, 2],
       [512, 384, true, true, 2, 2],
+      [100, 60, true, true, 2, 2],
     ],
   );
   const text = decodeMarkdown(report);
@@ -49,11 +51,13 @@ units('bench:decode: the fast path and sharp on the same JPEGs, with their pixel
   assert.match(
     text,
     new RegExp(
-      String.raw`^\| 96×64, \d+ KiB \| 1 \| none \| 96×64 \| ${cell} \| ${cell} \| ${cell} \| [\d.]+× \| [\d.]+× \| yes \|$`,
+      String.raw`^\| 96×64, \d+ KiB \| 1 \| none \| none \| 96×64 \| ${cell} \| ${cell} \| ${cell} \| [\d.]+× \| [\d.]+× \| yes \|$`,
       'm',
     ),
   );
-  assert.match(text, /^\| 301×203, \d+ KiB \| 6 \| 90 \| 61×90 \| .* \| yes \|$/m);
+  assert.match(text, /^\| 301×203, \d+ KiB \| 6 \| none \| 90 \| 61×90 \| .* \| yes \|$/m);
+  assert.match(text, /^\| 200×120, \d+ KiB \| 1 \| libvips' P3 \| 100 \| 100×60 \| .* \| yes \|$/m);
+  assert.match(text, / and Little CMS 2\.\d+ \(the JPEG fast path\)/);
 });
 
 units('summaries: median, quartiles, min and max', () => {

@@ -18,6 +18,7 @@ import {
   NATIVE_RESIZE_LIBVIPS,
   decodeImage,
   sharpJpegShrink,
+  sharpSrgbProfile,
 } from '../src/preprocess';
 import { MOBILENET_DIR, requireModel } from './helpers/model';
 
@@ -202,12 +203,12 @@ pixels(
       for (const threads of [1, 2] as const) {
         output.fill(0);
         const name = `${width}x${height} -> ${w}x${h}, ${threads} thread(s)`;
-        assert.is(await decodeJpeg!(jpeg, output, w, h, scale, threads), 1, name);
+        assert.is(await decodeJpeg!(jpeg, output, w, h, scale, threads, undefined), 1, name);
         assert.ok(output.equals(expected), `${name}: pixels differ from sharp's`);
       }
       if (i === 0) {
         const full = Buffer.alloc(width * height * 3);
-        assert.is(await decodeJpeg!(jpeg, full, width, height, 1, 1), 1);
+        assert.is(await decodeJpeg!(jpeg, full, width, height, 1, 1, undefined), 1);
         const fromRaw = await sharp(full, { raw: { width, height, channels: 3 } })
           .resize(w, h, RESIZE)
           .raw()
@@ -222,12 +223,18 @@ pixels(
     const jpeg = await sharp(noise(64, 48, 1), { raw: { width: 64, height: 48, channels: 3 } })
       .jpeg()
       .toBuffer();
-    assert.is(await decodeJpeg!(jpeg, Buffer.alloc(65 * 48 * 3), 65, 48, 1, 1), 'resize: not a reduction');
     assert.is(
-      await decodeJpeg!(jpeg, Buffer.alloc(16 * 48 * 3), 16, 48, 1, 1),
+      await decodeJpeg!(jpeg, Buffer.alloc(65 * 48 * 3), 65, 48, 1, 1, undefined),
+      'resize: not a reduction',
+    );
+    assert.is(
+      await decodeJpeg!(jpeg, Buffer.alloc(16 * 48 * 3), 16, 48, 1, 1, undefined),
       'resize: libvips would shrink first',
     );
-    assert.is(await decodeJpeg!(jpeg, Buffer.alloc(3), 1, 1, 8, 1), 'resize: libvips would shrink first');
+    assert.is(
+      await decodeJpeg!(jpeg, Buffer.alloc(3), 1, 1, 8, 1, undefined),
+      'resize: libvips would shrink first',
+    );
   },
 );
 
@@ -328,7 +335,7 @@ threads(
     const expected = await sharp(sequential).resize(1080, 720, RESIZE).raw().toBuffer();
     const output = Buffer.alloc(1080 * 720 * 3);
     const decode = (jpeg: Buffer, threads: 1 | 2) => async () => {
-      assert.is(await decodeJpeg!(jpeg, output, 1080, 720, 1, threads), 1);
+      assert.is(await decodeJpeg!(jpeg, output, 1080, 720, 1, threads, undefined), 1);
     };
     // It lives for the decode's few milliseconds; the watch reads /proc between its own turns.
     let seen = false;
@@ -347,7 +354,7 @@ threads(
     const scale = sharpJpegShrink(4800, 3600, { width: 1080, height: 810 });
     const small = Buffer.alloc(1080 * 810 * 3);
     const decodeLarge = async () => {
-      assert.is(await decodeJpeg!(large, small, 1080, 810, scale, 2), 1);
+      assert.is(await decodeJpeg!(large, small, 1080, 810, scale, 2, undefined), 1);
     };
     assert.not.ok(await sawJpegThread(decodeLarge), 'a second thread for 104 MB of coefficients');
   },
@@ -364,7 +371,7 @@ threads(
     const output = Buffer.alloc(512 * 384 * 3);
     for (const threads of [1, 2] as const) {
       assert.is(
-        await decodeJpeg!(twice, output, 512, 384, 1, threads),
+        await decodeJpeg!(twice, output, 512, 384, 1, threads, undefined),
         "libjpeg: Didn't expect more than one scan",
         `${threads} thread(s)`,
       );
@@ -391,7 +398,7 @@ threads(
       const random = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
       const outcome = async (input: Buffer, threads: 1 | 2) => {
         const output = Buffer.alloc(384 * 288 * 3);
-        const result = await decodeJpeg!(input, output, 384, 288, 1, threads);
+        const result = await decodeJpeg!(input, output, 384, 288, 1, threads, undefined);
         return typeof result === 'string' ? result : output.toString('base64');
       };
       const reasons = new Set<string>();
@@ -420,7 +427,7 @@ threads(
     const random = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
     const outcome = async (input: Buffer, w: number, h: number, threads: 1 | 2) => {
       const output = Buffer.alloc(w * h * 3);
-      const result = await decodeJpeg!(input, output, w, h, 1, threads);
+      const result = await decodeJpeg!(input, output, w, h, 1, threads, undefined);
       return typeof result === 'string' ? result : `${result} ${output.toString('base64')}`;
     };
     const reasons = new Set<string>();
@@ -445,30 +452,35 @@ threads(
 
 const declines = suite('jpeg fast path: declines what sharp would change or refuse');
 
-declines('an ICC profile, CMYK: left to sharp, which converts them', async () => {
-  const cases = {
-    'ICC profile': [() => encoded((s) => s.withIccProfile('p3').jpeg()), /ICC profile/],
-    CMYK: [() => encoded((s) => s.toColourspace('cmyk').jpeg()), /colour space/],
-  } as const;
-  for (const [name, [encode, reason]] of Object.entries(cases)) {
-    const bytes = await encode();
-    const meta = await sharp(bytes).metadata();
-    const reply = await decodeJpeg!(
-      bytes,
-      Buffer.alloc(meta.width * meta.height * 3),
-      meta.width,
-      meta.height,
-      1,
-      1,
-    );
-    assert.match(String(reply), reason, name);
-    const a = await decodeImage(bytes, native);
-    const b = await decodeImage(bytes, viaSharp);
-    assert.is(a.decodedBy, undefined, name);
-    assert.equal([a.width, a.height], [b.width, b.height], name);
-    assert.ok(a.data.equals(b.data), name);
-  }
-});
+declines(
+  'an ICC profile without the profile to convert to, CMYK: left to sharp, which converts them',
+  async () => {
+    const cases = {
+      'ICC profile': [() => encoded((s) => s.withIccProfile('p3').jpeg()), /^has an ICC profile$/],
+      CMYK: [() => encoded((s) => s.toColourspace('cmyk').jpeg()), /colour space/],
+    } as const;
+    for (const [name, [encode, reason]] of Object.entries(cases)) {
+      const bytes = await encode();
+      const meta = await sharp(bytes).metadata();
+      const reply = await decodeJpeg!(
+        bytes,
+        Buffer.alloc(meta.width * meta.height * 3),
+        meta.width,
+        meta.height,
+        1,
+        1,
+        undefined,
+      );
+      assert.match(String(reply), reason, name);
+      const a = await decodeImage(bytes, native);
+      const b = await decodeImage(bytes, viaSharp);
+      // decodeImage gives the fast path the profile to convert to: it converts this one.
+      assert.is(a.decodedBy, name === 'ICC profile' ? 'libjpeg-turbo' : undefined, name);
+      assert.equal([a.width, a.height], [b.width, b.height], name);
+      assert.ok(a.data.equals(b.data), name);
+    }
+  },
+);
 
 declines(
   'truncated or corrupt JPEGs: declined with libjpeg’s reason, then the same error as sharp gives',
@@ -477,7 +489,7 @@ declines(
     const meta = await sharp(bytes).metadata();
     const size = meta.width * meta.height * 3;
     const decode = (input: Buffer, output: Buffer, threads: 1 | 2 = 1) =>
-      decodeJpeg!(input, output, meta.width, meta.height, 1, threads);
+      decodeJpeg!(input, output, meta.width, meta.height, 1, threads, undefined);
     const truncated = bytes.subarray(0, bytes.length >> 1);
     // Bytes flipped in the middle of the entropy-coded data: at most a warning for libjpeg.
     const corrupt = Buffer.from(bytes);
@@ -488,11 +500,11 @@ declines(
       assert.match(String(await decode(corrupt, Buffer.alloc(size), threads)), /^libjpeg: /);
     }
     assert.match(
-      String(await decodeJpeg!(Buffer.from([0xff, 0xd8, 0xff]), Buffer.alloc(3), 1, 1, 1, 1)),
+      String(await decodeJpeg!(Buffer.from([0xff, 0xd8, 0xff]), Buffer.alloc(3), 1, 1, 1, 1, undefined)),
       /^libjpeg: /,
     );
     assert.match(
-      String(await decodeJpeg!(Buffer.from('not a jpeg'), Buffer.alloc(3), 1, 1, 1, 1)),
+      String(await decodeJpeg!(Buffer.from('not a jpeg'), Buffer.alloc(3), 1, 1, 1, 1, undefined)),
       /^libjpeg: Not a JPEG/,
     );
     assert.is(await decode(bytes, Buffer.alloc(size - 3)), 'output size differs');
@@ -516,7 +528,7 @@ declines(
     // 379 valid scans, each a pass over the image (test/data/jpeg/many-scans.c made it).
     const bytes = fs.readFileSync(path.join(__dirname, 'data', 'jpeg', 'many-scans.jpg'));
     assert.is(
-      await decodeJpeg!(bytes, Buffer.alloc(64 * 64 * 3), 64, 64, 1, 2),
+      await decodeJpeg!(bytes, Buffer.alloc(64 * 64 * 3), 64, 64, 1, 2, undefined),
       'libjpeg: more than 256 scans',
     );
     const a = await decodeImage(bytes, native);
@@ -622,15 +634,203 @@ declines('wrong arguments are a TypeError, not a crash', () => {
     [bytes, bytes, 1, 1, 1, 0],
     [bytes, bytes, 1, 1, 1, 3],
     [bytes, bytes, 1, 1, 1, '2'],
+    [bytes, bytes, 1, 1, 1, 1],
     [bytes, bytes, 1, 1, 1, 1, 1],
+    [bytes, bytes, 1, 1, 1, 1, null],
+    [bytes, bytes, 1, 1, 1, 1, new Uint16Array(4)],
+    [bytes, bytes, 1, 1, 1, 1, undefined, undefined],
   ]) {
     assert.throws(
       () => call(...args),
       (e: Error) =>
         e instanceof TypeError &&
-        /two Uint8Arrays, two integers .* scale of 1, 2, 4 or 8 and 1 or 2 threads$/.test(e.message),
+        /two Uint8Arrays, two integers .* scale of 1, 2, 4 or 8, 1 or 2 threads and a Uint8Array or undefined$/.test(
+          e.message,
+        ),
     );
   }
+});
+
+const icc = suite('jpeg fast path: ICC profiles, converted as sharp converts them');
+
+/**
+ * An ICC v2 matrix/TRC profile: 'RGB ' with three colorants (XYZ, D50-adapted) and one tone curve for all
+ * three channels (a gamma, or a table of 16-bit entries), or 'GRAY' with the curve alone.
+ */
+function iccProfile(space: 'RGB ' | 'GRAY', curve: number | number[], colorants: number[][] = []): Buffer {
+  const s15 = (v: number) => {
+    const b = Buffer.alloc(4);
+    b.writeInt32BE(Math.round(v * 65536));
+    return b;
+  };
+  const xyz = (v: number[]) => Buffer.concat([Buffer.from('XYZ \0\0\0\0', 'latin1'), ...v.map(s15)]);
+  const entries = typeof curve === 'number' ? [Math.round(curve * 256)] : curve;
+  const curv = Buffer.alloc(12 + 2 * entries.length + ((2 * entries.length) % 4));
+  curv.write('curv', 0, 'latin1');
+  curv.writeUInt32BE(entries.length, 8);
+  entries.forEach((v, i) => curv.writeUInt16BE(v, 12 + 2 * i));
+  const text = 'facedet test profile';
+  const desc = Buffer.alloc(12 + text.length + 1 + 12 + 67);
+  desc.write('desc', 0, 'latin1');
+  desc.writeUInt32BE(text.length + 1, 8);
+  desc.write(text, 12, 'latin1');
+  const tags: [string, Buffer][] = [
+    ['desc', desc],
+    ['cprt', Buffer.from('text\0\0\0\0none\0', 'latin1')],
+    ['wtpt', xyz([0.9642, 1, 0.8249])],
+  ];
+  if (space === 'GRAY') tags.push(['kTRC', curv]);
+  else {
+    ['rXYZ', 'gXYZ', 'bXYZ'].forEach((sig, i) => tags.push([sig, xyz(colorants[i]!)]));
+    tags.push(['rTRC', curv], ['gTRC', curv], ['bTRC', curv]);
+  }
+  const pad = (b: Buffer) => Buffer.concat([b, Buffer.alloc((4 - (b.length % 4)) % 4)]);
+  const table = Buffer.alloc(4 + 12 * tags.length);
+  table.writeUInt32BE(tags.length);
+  let offset = 128 + table.length;
+  const data: Buffer[] = [];
+  tags.forEach(([sig, bytes], i) => {
+    table.write(sig, 4 + 12 * i, 'latin1');
+    table.writeUInt32BE(offset, 8 + 12 * i);
+    table.writeUInt32BE(bytes.length, 12 + 12 * i);
+    data.push(pad(bytes));
+    offset += pad(bytes).length;
+  });
+  const header = Buffer.alloc(128);
+  header.writeUInt32BE(offset, 0);
+  header.writeUInt32BE(0x02100000, 8);
+  header.write('mntr' + space + 'XYZ ', 12, 'latin1');
+  header.write('acsp', 36, 'latin1');
+  s15(0.9642).copy(header, 68);
+  s15(1).copy(header, 72);
+  s15(0.8249).copy(header, 76);
+  return Buffer.concat([header, table, ...data]);
+}
+
+/** `jpeg` (without a profile) with `profile` in an APP2 ICC_PROFILE marker right after SOI. */
+function withIcc(jpeg: Buffer, profile: Buffer): Buffer {
+  const length = 2 + 12 + 2 + profile.length;
+  const marker = Buffer.concat([
+    Buffer.from([0xff, 0xe2, length >> 8, length & 0xff]),
+    Buffer.from('ICC_PROFILE\0', 'latin1'),
+    Buffer.from([1, 1]),
+    profile,
+  ]);
+  return Buffer.concat([jpeg.subarray(0, 2), marker, jpeg.subarray(2)]);
+}
+
+/** sRGB's colorants, D50-adapted, and wider ones (a ProPhoto-like gamut). */
+const SRGB_COLORANTS = [
+  [0.4361, 0.2225, 0.0139],
+  [0.3851, 0.7169, 0.0971],
+  [0.1431, 0.0606, 0.7141],
+];
+const WIDE_COLORANTS = [
+  [0.7977, 0.288, 0],
+  [0.1352, 0.7119, 0],
+  [0.0313, 0.0001, 0.8249],
+];
+
+icc('the colours as sharp converts them: shrunk, resized, turned, on one and two threads', async () => {
+  const srgb = await sharpSrgbProfile();
+  assert.ok(srgb && srgb.length > 0, "sharp gives libvips' sRGB profile");
+  const photo = await sharp(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'))
+    .resize(640, 480, { fit: 'cover' })
+    .toBuffer();
+  const table = Array.from({ length: 256 }, (_, i) => Math.round(65535 * (i / 255) ** 1.8));
+  const libvips = async (name: 'p3' | 'srgb') =>
+    (
+      await sharp(photo)
+        .withIccProfile(name)
+        .jpeg()
+        .toBuffer()
+        .then((b) => sharp(b).metadata())
+    ).icc!;
+  const profiles: Record<string, Buffer> = {
+    "libvips' P3": await libvips('p3'),
+    "libvips' sRGB (no colour changes)": await libvips('srgb'),
+    'wide gamut, gamma 2.2': iccProfile('RGB ', 2.2, WIDE_COLORANTS),
+    'sRGB colorants, a 256-entry tone curve': iccProfile('RGB ', table, SRGB_COLORANTS),
+  };
+  for (const [name, profile] of Object.entries(profiles)) {
+    const jpeg = withIcc(await sharp(photo).jpeg({ quality: 90 }).toBuffer(), profile);
+    const oriented = withIcc(await orientedJpeg(6, sharp(photo)), profile);
+    const plain = await sharp(jpeg, { ignoreIcc: true }).raw().toBuffer();
+    const converted = await sharp(jpeg).raw().toBuffer();
+    assert.is(plain.equals(converted), name.includes('no colour changes'), `${name}: sharp converts`);
+    // Its own size, resized, shrunk on load (1/2) and resized; then with an EXIF orientation.
+    for (const [input, maxSize] of [
+      [jpeg, 0],
+      [jpeg, 500],
+      [jpeg, 200],
+      [oriented, 300],
+    ] as const) {
+      for (const jpegThreads of [1, 2] as const) {
+        const what = `${name}, max size ${maxSize}, ${jpegThreads} thread(s)`;
+        const fast = await decodeImage(input, { ...native, maxSize, jpegThreads });
+        const slow = await decodeImage(input, { ...viaSharp, maxSize });
+        assert.is(fast.decodedBy, 'libjpeg-turbo', what);
+        assert.equal([fast.width, fast.height], [slow.width, slow.height], what);
+        assert.ok(fast.data.equals(slow.data), `${what}: pixels differ from sharp's`);
+      }
+    }
+  }
+});
+
+icc('profiles it does not convert are left to sharp, which decodes them as ever', async () => {
+  const srgb = await sharpSrgbProfile();
+  const rgb = await encoded((s) => s.jpeg());
+  const grey = await encoded((s) => s.toColourspace('b-w').jpeg());
+  const cases: [string, Buffer, RegExp][] = [
+    ['unreadable', withIcc(rgb, Buffer.from('not an ICC profile at all')), /^ICC profile unreadable$/],
+    ['a grey profile on colour', withIcc(rgb, iccProfile('GRAY', 2.2)), /^ICC profile not RGB$/],
+    [
+      'greyscale with an RGB profile',
+      withIcc(grey, iccProfile('RGB ', 2.2, WIDE_COLORANTS)),
+      /^has an ICC profile and is not YCbCr$/,
+    ],
+  ];
+  for (const [name, bytes, reason] of cases) {
+    const meta = await sharp(bytes).metadata();
+    const output = Buffer.alloc(meta.width * meta.height * 3);
+    assert.match(String(await decodeJpeg!(bytes, output, meta.width, meta.height, 1, 1, srgb)), reason, name);
+    const a = await decodeImage(bytes, native);
+    const b = await decodeImage(bytes, viaSharp);
+    assert.is(a.decodedBy, undefined, name);
+    assert.ok(a.data.equals(b.data), name);
+  }
+  // Without the profile to convert to, every JPEG with one goes to sharp.
+  const p3 = await encoded((s) => s.withIccProfile('p3').jpeg());
+  assert.is(await decodeJpeg!(p3, Buffer.alloc(96 * 64 * 3), 96, 64, 1, 1, undefined), 'has an ICC profile');
+  assert.is(await decodeJpeg!(p3, Buffer.alloc(96 * 64 * 3), 96, 64, 1, 1, srgb), 1);
+});
+
+icc('200 damaged profiles: converted as sharp converts them, or left to it', async () => {
+  const p3 = await encoded((s) => s.withIccProfile('p3').jpeg());
+  const profile = (await sharp(p3).metadata()).icc!;
+  const start = p3.indexOf(Buffer.from('ICC_PROFILE\0', 'latin1')) + 14;
+  assert.ok(p3.subarray(start, start + profile.length).equals(profile));
+  let state = 12345;
+  const random = () => ((state = (state * 1103515245 + 12345) >>> 0) >>> 8) / 2 ** 24;
+  let converted = 0;
+  let declined = 0;
+  for (let i = 0; i < 200; i++) {
+    const damaged = Buffer.from(p3);
+    for (let n = 1 + Math.floor(random() * 4); n > 0; n--) {
+      damaged[start + Math.floor(random() * profile.length)] = Math.floor(random() * 256);
+    }
+    const fast = await decodeImage(damaged, native).catch((e: unknown) => String(e));
+    const slow = await decodeImage(damaged, viaSharp).catch((e: unknown) => String(e));
+    if (typeof fast === 'string' || typeof slow === 'string') {
+      assert.is(fast, slow, `mutant ${i}: the same error`);
+      continue;
+    }
+    assert.ok(fast.data.equals(slow.data), `mutant ${i}: pixels differ from sharp's`);
+    if (fast.decodedBy) converted++;
+    else declined++;
+  }
+  // Both kinds: damage Little CMS reads through, and damage it (or our checks) refuses.
+  assert.ok(converted >= 20 && declined >= 20, `${converted} converted, ${declined} declined`);
 });
 
 const detector = suite('jpeg fast path: in the detector');
@@ -651,13 +851,12 @@ detector('both CPU engines decode plain JPEGs with it (resized or not), the rest
       const fromFile = await d.detect(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'));
       const resized = await d.detect(photo, { maxSize: 800 });
       const shrunk = await d.detect(photo, { maxSize: 320 });
+      // withMetadata gives it libvips' sRGB profile too, and the P3 one a conversion to make.
       const rotated = await d.detect(await sharp(photo).withMetadata({ orientation: 3 }).jpeg().toBuffer());
-      assert.equal(
-        decoders,
-        ['libjpeg-turbo', 'libjpeg-turbo', 'libjpeg-turbo', 'libjpeg-turbo', 'sharp'],
-        backend,
-      );
-      for (const result of [plain, fromFile, resized, shrunk, rotated]) {
+      const p3 = await d.detect(await sharp(photo).withIccProfile('p3').jpeg().toBuffer());
+      const png = await d.detect(await sharp(photo).png().toBuffer());
+      assert.equal(decoders, [...Array(6).fill('libjpeg-turbo'), 'sharp'], backend);
+      for (const result of [plain, fromFile, resized, shrunk, rotated, p3, png]) {
         assert.ok(!Array.isArray(result) && result.faces_count > 0);
       }
     } finally {
@@ -721,4 +920,5 @@ detector(
 pixels.run();
 threads.run();
 declines.run();
+icc.run();
 detector.run();

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 // npm run bench:decode: the JPEG fast path (on one thread, and on two as for an image decoded alone)
 // against sharp on the images a server sees (a 512² crop, a 1920x1080 frame, photos of 6 and 12 MP, one
-// of them rotated by its EXIF orientation), each decoded and resized as the library decodes it, the three
-// alternating in one process, with their pixels compared.
+// of them rotated by its EXIF orientation, two with the ICC profiles phones and sharp write), each decoded
+// and resized as the library decodes it, the three alternating in one process, with their pixels compared.
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -21,6 +21,11 @@ export interface DecodeCase {
   orientation: number;
   /** The library's maxSize (0: kept at full size). */
   maxSize: number;
+  /**
+   * An ICC profile the JPEG carries, libvips' own (its pixels converted to it by sharp): 'p3' (Display
+   * P3, what phones write), 'srgb' (what sharp's withMetadata writes: no colour changes).
+   */
+  icc?: 'p3' | 'srgb';
 }
 
 export const DECODE_CASES: DecodeCase[] = [
@@ -29,6 +34,9 @@ export const DECODE_CASES: DecodeCase[] = [
   { width: 3000, height: 2000, orientation: 1, maxSize: 1080 },
   { width: 4032, height: 3024, orientation: 1, maxSize: 1080 },
   { width: 4032, height: 3024, orientation: 6, maxSize: 1080 },
+  { width: 1920, height: 1080, orientation: 1, maxSize: 1080, icc: 'p3' },
+  { width: 4032, height: 3024, orientation: 1, maxSize: 1080, icc: 'p3' },
+  { width: 1920, height: 1080, orientation: 1, maxSize: 1080, icc: 'srgb' },
 ];
 
 export interface DecodeRow extends DecodeCase {
@@ -92,7 +100,8 @@ export async function runDecodeBench(options: {
   const source = defaultSourceImage();
   const rows: DecodeRow[] = [];
   for (const c of options.cases ?? DECODE_CASES) {
-    const jpeg = await withOrientation((await benchImage(source, c.width, c.height)).jpeg, c.orientation);
+    let jpeg = await withOrientation((await benchImage(source, c.width, c.height)).jpeg, c.orientation);
+    if (c.icc) jpeg = await sharp(jpeg).withIccProfile(c.icc).jpeg({ quality: 90 }).toBuffer();
     // As the detector decodes: the fast path into a buffer kept from the image before.
     let spare: Buffer | undefined;
     let spareTwo: Buffer | undefined;
@@ -142,6 +151,7 @@ export async function runDecodeBench(options: {
     machine: machineFacts({
       libtorch: null,
       jpeg: decoder.name.replace(/^libjpeg-turbo /, ''),
+      ...(decoder.lcms ? { lcms: decoder.lcms } : {}),
       onnxruntime: null,
       python: null,
     }),
@@ -158,19 +168,20 @@ export function decodeMarkdown(report: DecodeReport): string {
     `**JPEG decoding: the fast path against sharp** — ${report.date.slice(0, 16).replace('T', ' ')} UTC`,
     '',
     `**Machine:** ${m.cpu} (${m.cpus} CPUs), Node ${m.node}; sharp ${m.sharp} / libvips ${m.libvips}; ` +
-      `libjpeg-turbo ${m.jpeg} (the JPEG fast path). **Images:** ${report.image}, cropped and resized to ` +
+      `libjpeg-turbo ${m.jpeg}${m.lcms ? ` and Little CMS ${m.lcms}` : ''} (the JPEG fast path). **Images:** ${report.image}, cropped and resized to ` +
       'each size, JPEG q90. Each decoded as the library decodes it (`decodeImage`: to the max size, EXIF ' +
       "orientation applied), one at a time on libuv's pool, the fast path into the buffer of the image " +
       'before (as the detector decodes), on one thread (as under load) and on two (as the detector decodes ' +
       'an image alone: libjpeg-turbo entropy-decodes a sequential JPEG on the second), alternating with ' +
       `sharp: ms per image, median [min–max] of ${report.runs} runs each, after 5 untimed.`,
     '',
-    '| image | EXIF orientation | max size | decoded to | fast path | fast path, 2 threads | sharp | ' +
+    '| image | EXIF orientation | ICC profile | max size | decoded to | fast path | fast path, 2 threads | sharp | ' +
       'sharp ÷ fast path | sharp ÷ fast path, 2 threads | same pixels |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...report.rows.map(
       (r) =>
-        `| ${r.width}×${r.height}, ${(r.bytes / 1024).toFixed(0)} KiB | ${r.orientation} | ${r.maxSize || 'none'} | ` +
+        `| ${r.width}×${r.height}, ${(r.bytes / 1024).toFixed(0)} KiB | ${r.orientation} | ` +
+        `${r.icc === 'p3' ? "libvips' P3" : r.icc === 'srgb' ? "libvips' sRGB" : 'none'} | ${r.maxSize || 'none'} | ` +
         `${r.decodedWidth}×${r.decodedHeight} | ${r.native ? ms(r.fastPath) : 'declined: sharp'} | ` +
         `${r.native ? ms(r.fastPathTwoThreads) : 'declined: sharp'} | ${ms(r.sharp)} | ` +
         `${(r.sharp.median / r.fastPath.median).toFixed(2)}× | ` +

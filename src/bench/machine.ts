@@ -21,6 +21,8 @@ export interface MachineFacts {
   libtorch: string | null;
   /** libjpeg-turbo's version in the addon's JPEG fast path, when the run used it (absent in older reports). */
   jpeg?: string | null;
+  /** Little CMS's version in the fast path, which converts JPEGs with an ICC profile (absent: it did not). */
+  lcms?: string;
   /**
    * Whether every engine's detector decoded with the fast path (its own module since; before, only the
    * LibTorch engines' did: absent).
@@ -31,7 +33,7 @@ export interface MachineFacts {
 }
 
 export function machineFacts(
-  runtimes: Pick<MachineFacts, 'libtorch' | 'jpeg' | 'jpegAllEngines' | 'onnxruntime' | 'python'>,
+  runtimes: Pick<MachineFacts, 'libtorch' | 'jpeg' | 'lcms' | 'jpegAllEngines' | 'onnxruntime' | 'python'>,
 ): MachineFacts {
   const { physicalCores, flags } = cpuInfo();
   const wanted = ['avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx_vnni', 'amx_tile'];
