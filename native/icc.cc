@@ -7,8 +7,12 @@
 #include <lcms2.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <mutex>
+#include <new>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 namespace facedet {
@@ -17,12 +21,16 @@ namespace {
 struct Entry {
   std::vector<uint8_t> profile;
   std::vector<uint8_t> target;
-  std::shared_ptr<const ColourTransform> transform;
+  std::shared_ptr<ColourTransform> transform;
   const char* reason;
 };
 
 // Most recently used last.
 constexpr size_t kCacheSize = 8;
+// Tables of every colour's result built or being built (ColourTransform::used).
+std::atomic<int> tables{0};
+// Of those, the ones built.
+std::atomic<int> readyTables{0};
 std::mutex cacheMutex;
 std::vector<Entry> cache;
 
@@ -77,7 +85,7 @@ Entry build(const uint8_t* profile, size_t size, const uint8_t* target, size_t t
     entry.reason = "ICC profile without the perceptual intent";
   } else if (cmsHTRANSFORM transform = cmsCreateTransform(in.handle, TYPE_RGB_8, out.handle, TYPE_RGB_8,
                                                           INTENT_PERCEPTUAL, cmsFLAGS_NOCACHE)) {
-    entry.transform = std::make_shared<const ColourTransform>(transform, isIdentity(transform));
+    entry.transform = std::make_shared<ColourTransform>(transform, isIdentity(transform));
   } else {
     entry.reason = "ICC transform not built";
   }
@@ -90,15 +98,71 @@ bool same(const std::vector<uint8_t>& bytes, const uint8_t* data, size_t size) {
 
 }  // namespace
 
-ColourTransform::~ColourTransform() { cmsDeleteTransform(static_cast<cmsHTRANSFORM>(handle_)); }
+ColourTransform::~ColourTransform() {
+  if (table_) {
+    tables.fetch_sub(1);
+    readyTables.fetch_sub(1);
+  }
+  cmsDeleteTransform(static_cast<cmsHTRANSFORM>(handle_));
+}
 
 void ColourTransform::apply(uint8_t* rgb, int pixels) const {
+  if (const uint8_t* table = ready_.load(std::memory_order_acquire)) {
+    for (int i = 0; i < pixels; ++i, rgb += 3) {
+      const uint8_t* out = table + ((size_t(rgb[0]) << 16) | (size_t(rgb[1]) << 8) | rgb[2]) * 3;
+      rgb[0] = out[0];
+      rgb[1] = out[1];
+      rgb[2] = out[2];
+    }
+    return;
+  }
   cmsDoTransform(static_cast<cmsHTRANSFORM>(handle_), rgb, rgb, static_cast<cmsUInt32Number>(pixels));
 }
 
-std::shared_ptr<const ColourTransform> colourTransform(const uint8_t* profile, size_t size,
-                                                       const uint8_t* target, size_t targetSize,
-                                                       const char** reason) {
+void ColourTransform::used() {
+  if (identity_ || uses_.fetch_add(1) < 1 || building_.exchange(true)) return;
+  if (tables.fetch_add(1) >= kMaxTables) {
+    tables.fetch_sub(1);
+    building_ = false;  // asked again on a later use: a table may have been freed by then
+    return;
+  }
+  try {
+    // The thread keeps this alive until the table is in.
+    std::thread([self = shared_from_this()] { self->buildTable(); }).detach();
+  } catch (const std::system_error&) {
+    tables.fetch_sub(1);
+    building_ = false;
+  }
+}
+
+void ColourTransform::buildTable() {
+  std::unique_ptr<uint8_t[]> table(new (std::nothrow) uint8_t[size_t(3) << 24]);
+  if (!table) {
+    tables.fetch_sub(1);
+    return;  // `building_` stays set: no second try
+  }
+  std::vector<uint8_t> in(size_t(65536) * 3);
+  for (int r = 0; r < 256; ++r) {
+    uint8_t* p = in.data();
+    for (int g = 0; g < 256; ++g) {
+      for (int b = 0; b < 256; ++b) {
+        *p++ = static_cast<uint8_t>(r);
+        *p++ = static_cast<uint8_t>(g);
+        *p++ = static_cast<uint8_t>(b);
+      }
+    }
+    cmsDoTransform(static_cast<cmsHTRANSFORM>(handle_), in.data(), table.get() + (size_t(r) << 16) * 3,
+                   65536);
+  }
+  table_ = std::move(table);
+  ready_.store(table_.get(), std::memory_order_release);
+  readyTables.fetch_add(1);
+}
+
+int colourTables() { return readyTables.load(); }
+
+std::shared_ptr<ColourTransform> colourTransform(const uint8_t* profile, size_t size, const uint8_t* target,
+                                                 size_t targetSize, const char** reason) {
   {
     std::lock_guard<std::mutex> lock(cacheMutex);
     for (auto it = cache.begin(); it != cache.end(); ++it) {
@@ -112,7 +176,7 @@ std::shared_ptr<const ColourTransform> colourTransform(const uint8_t* profile, s
   // Built outside the lock (the identity check takes up to 0.1 s); two threads may both build one.
   Entry entry = build(profile, size, target, targetSize);
   *reason = entry.reason;
-  std::shared_ptr<const ColourTransform> transform = entry.transform;
+  std::shared_ptr<ColourTransform> transform = entry.transform;
   std::lock_guard<std::mutex> lock(cacheMutex);
   if (cache.size() >= kCacheSize) cache.erase(cache.begin());
   cache.push_back(std::move(entry));

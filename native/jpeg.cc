@@ -28,7 +28,7 @@
 
 namespace facedet {
 #ifdef FACEDET_HAVE_LCMS2
-using ColourTransformSlot = std::shared_ptr<const ColourTransform>;
+using ColourTransformSlot = std::shared_ptr<ColourTransform>;
 #else
 // Built without Little CMS: no JPEG with a profile is decoded here, so no conversion is ever set.
 struct NoColourTransform {
@@ -314,7 +314,7 @@ size_t coefficientBytes(const jpeg_decompress_struct& cinfo) {
 // (libvips' sRGB), nullptr to leave every JPEG with a profile to sharp. A malformed profile draws a
 // warning from libjpeg, which ends the decode like any other.
 const char* colourFor(j_decompress_ptr cinfo, const uint8_t* target, size_t targetSize,
-                      std::shared_ptr<const ColourTransform>* transform) {
+                      ColourTransformSlot* transform) {
   if (!target) return "has an ICC profile";
   // A greyscale JPEG with a profile comes out of sharp in three channels, through the profile.
   if (cinfo->jpeg_color_space != JCS_YCbCr) return "has an ICC profile and is not YCbCr";
@@ -329,6 +329,7 @@ const char* colourFor(j_decompress_ptr cinfo, const uint8_t* target, size_t targ
   }
   std::free(profile);
   if (!reason && (*transform)->identity()) transform->reset();
+  if (*transform) (*transform)->used();
   return reason;
 }
 #else
@@ -603,6 +604,14 @@ const char* jpegVersion() { return FACEDET_STRINGIFY(LIBJPEG_TURBO_VERSION); }
 int colourVersion() {
 #ifdef FACEDET_HAVE_LCMS2
   return lcmsVersion();
+#else
+  return 0;
+#endif
+}
+
+int colourTableCount() {
+#ifdef FACEDET_HAVE_LCMS2
+  return colourTables();
 #else
   return 0;
 #endif

@@ -12,6 +12,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("decodeJpeg", Napi::Function::New(env, facedet::DecodeJpeg, "decodeJpeg"));
   exports.Set("version", facedet::jpegVersion());
   exports.Set("lcmsVersion", facedet::colourVersion());
+  exports.Set("colourTables", Napi::Function::New(
+                                  env,
+                                  [](const Napi::CallbackInfo& info) {
+                                    return Napi::Number::New(info.Env(), facedet::colourTableCount());
+                                  },
+                                  "colourTables"));
   return exports;
 }
 

@@ -115,6 +115,8 @@ export interface NativeJpegBinding {
    * does (CMake found liblcms2), else 0: such JPEGs then go to sharp.
    */
   lcmsVersion: number;
+  /** Profiles whose table of every colour's conversion is built and in use (native/icc.h), for tests. */
+  colourTables(): number;
 }
 
 const packageRoot = path.resolve(__dirname, '..');

@@ -833,6 +833,49 @@ icc('200 damaged profiles: converted as sharp converts them, or left to it', asy
   assert.ok(converted >= 20 && declined >= 20, `${converted} converted, ${declined} declined`);
 });
 
+icc(
+  'a profile seen twice gets a table of every colour: the same pixels, before, while and after it is built',
+  async () => {
+    const tables = () => jpegModule!.colourTables();
+    const photo = await sharp(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'))
+      .resize(640, 480, { fit: 'cover' })
+      .jpeg({ quality: 90 })
+      .toBuffer();
+    // Profiles of their own: gammas no other test uses.
+    const tagged = (gamma: number) => withIcc(photo, iccProfile('RGB ', gamma, WIDE_COLORANTS));
+    const decode = (jpeg: Buffer, jpegThreads: 1 | 2 = 1) =>
+      decodeImage(jpeg, { ...native, maxSize: 500, jpegThreads });
+    // Eight profiles used once each push every earlier one out of the addon's cache, with its table.
+    for (let i = 0; i < 8; i++) await decode(tagged(1.3 + i / 100));
+    assert.is(tables(), 0, 'tables of profiles no longer kept are freed');
+    const a = tagged(2.05);
+    const expected = await decodeImage(a, { ...viaSharp, maxSize: 500 });
+    const same = (image: DecodedImage, what: string) => {
+      assert.is(image.decodedBy, 'libjpeg-turbo', what);
+      assert.ok(image.data.equals(expected.data), `${what}: pixels differ from sharp's`);
+    };
+    same(await decode(a), 'first use: Little CMS');
+    assert.is(tables(), 0, 'no table for a profile seen once');
+    // The second use starts the table; these run while it is built.
+    const during = await Promise.all([decode(a), decode(a, 2), decode(a), decode(a, 2)]);
+    during.forEach((image, i) => same(image, `while the table is built (${i})`));
+    const deadline = Date.now() + 20_000;
+    while (tables() < 1 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.is(tables(), 1, 'the table was built');
+    same(await decode(a), 'from the table');
+    same(await decode(a, 2), 'from the table, two threads');
+    // At most two at once: two more profiles seen twice, one table more.
+    for (const gamma of [2.15, 2.25]) for (let i = 0; i < 2; i++) await decode(tagged(gamma));
+    const until = Date.now() + 20_000;
+    while (tables() < 2 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    assert.is(tables(), 2, 'two tables, no more');
+    const c = tagged(2.25);
+    const fromLcms = await decode(c);
+    assert.ok(fromLcms.data.equals((await decodeImage(c, { ...viaSharp, maxSize: 500 })).data));
+  },
+);
+
 const detector = suite('jpeg fast path: in the detector');
 
 detector('both CPU engines decode plain JPEGs with it (resized or not), the rest with sharp', async () => {
