@@ -170,16 +170,14 @@ units('bench:load says where the time outside the network goes at concurrency 1'
     );
   }
   // With the fast path's two-thread decode timed too (a request alone in the server gets it).
-  const twoThreads = loadMarkdown({
-    ...report,
-    decodeOnly: {
-      ms: summarize([8, 9, 10]),
-      twoThreadsMs: summarize([4, 5, 7]),
-      eighthMs: summarize([5, 5.5, 6]),
-      decoder: 'libjpeg-turbo 2.1.5',
-      resizer: 'addon',
-    },
-  });
+  const twoThreadDecode = {
+    ms: summarize([8, 9, 10]),
+    twoThreadsMs: summarize([4, 5, 7]),
+    eighthMs: summarize([5, 5.5, 6]),
+    decoder: 'libjpeg-turbo 2.1.5',
+    resizer: 'addon',
+  };
+  const twoThreads = loadMarkdown({ ...report, decodeOnly: twoThreadDecode });
   assert.match(
     twoThreads,
     '1080): 9.00 ms [8.00–10.0] on one thread (as under load), 5.00 ms [4.00–7.00] on two (as for a request ' +
@@ -190,17 +188,7 @@ units('bench:load says where the time outside the network goes at concurrency 1'
     'decoding this JPEG alone takes 5.00 ms on two threads, and 5.50 ms through sharp',
   );
   // With the network timed on one thread too: the least latency the CPUs allow (sum of CPU times ÷ CPUs).
-  const floorReport = {
-    ...report,
-    machine: { ...report.machine, cpus: 2 },
-    decodeOnly: {
-      ms: summarize([8, 9, 10]),
-      twoThreadsMs: summarize([4, 5, 7]),
-      eighthMs: summarize([5, 5.5, 6]),
-      decoder: 'libjpeg-turbo 2.1.5',
-      resizer: 'addon',
-    },
-  };
+  const floorReport = { ...report, machine: { ...report.machine, cpus: 2 }, decodeOnly: twoThreadDecode };
   const floor = loadMarkdown({
     ...floorReport,
     engineOnly: { ...report.engineOnly, oneThreadMs: summarize([36, 38, 41]) },
