@@ -203,7 +203,7 @@ async function decodeJpegFast(
     size.height,
     scale,
     options.jpegThreads ?? 1,
-    await sharpSrgbProfile(),
+    await colourProfileFor(decode),
   ).catch((error: unknown) => String(error));
   if (typeof orientation === 'string') return undefined;
   // sharp resizes as stored and turns the result upright (EXIF orientations 5 to 8 swap the sides).
@@ -234,6 +234,43 @@ export function sharpSrgbProfile(): Promise<Buffer | undefined> {
     .then((meta) => meta.icc)
     .catch(() => undefined);
   return srgbProfile;
+}
+
+const checkedProfiles = new WeakMap<JpegDecoder, Promise<Buffer | undefined>>();
+
+/**
+ * The profile to give `decode` for JPEGs with an ICC profile (sharpSrgbProfile), once it has shown on
+ * this machine that it converts them as sharp does: a 64x48 JPEG carrying libvips' P3 profile, decoded by
+ * both at its own size (and resized), must give the same bytes (Little CMS's builds can differ; the tests
+ * compare more, this guards a machine that never ran them). Undefined otherwise, and then JPEGs with a
+ * profile go to sharp. Checked once per decoder (a few ms).
+ */
+export function colourProfileFor(decode: JpegDecoder): Promise<Buffer | undefined> {
+  let checked = checkedProfiles.get(decode);
+  if (!checked) {
+    checked = (async () => {
+      const profile = await sharpSrgbProfile();
+      if (!profile) return undefined;
+      const noise = { type: 'gaussian' as const, mean: 128, sigma: 60 };
+      const png = await sharp({
+        create: { width: 64, height: 48, channels: 3, background: '#808080', noise },
+      })
+        .png()
+        .toBuffer();
+      const jpeg = await sharp(png).withIccProfile('p3').jpeg().toBuffer();
+      // At its own size, and resized where the fast path resizes (nativeResizeMatchesSharp).
+      const sizes = nativeResizeMatchesSharp ? [[64, 48] as const, [40, 30] as const] : [[64, 48] as const];
+      for (const [width, height] of sizes) {
+        const expected = await sharp(jpeg).resize(width, height, RESIZE).raw().toBuffer();
+        const output = Buffer.alloc(width * height * 3);
+        const outcome = await decode(jpeg, output, width, height, 1, 1, profile).catch(() => undefined);
+        if (outcome !== 1 || !output.equals(expected)) return undefined;
+      }
+      return profile;
+    })().catch(() => undefined);
+    checkedProfiles.set(decode, checked);
+  }
+  return checked;
 }
 
 /** Files larger than this are left to sharp rather than read whole for the JPEG fast path. */

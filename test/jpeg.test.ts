@@ -15,8 +15,10 @@ import { loadJpegBinding } from '../src/native';
 import {
   type DecodeOptions,
   type DecodedImage,
+  type JpegDecoder,
   NATIVE_RESIZE_LIBVIPS,
   decodeImage,
+  colourProfileFor,
   sharpJpegShrink,
   sharpSrgbProfile,
 } from '../src/preprocess';
@@ -875,6 +877,27 @@ icc(
     assert.ok(fromLcms.data.equals((await decodeImage(c, { ...viaSharp, maxSize: 500 })).data));
   },
 );
+
+icc('the conversion is checked against sharp once before JPEGs with a profile are given to it', async () => {
+  const srgb = await sharpSrgbProfile();
+  assert.ok((await colourProfileFor(decodeJpeg!))?.equals(srgb!), 'the check passes on this machine');
+  // A decoder whose conversion is one level off somewhere, and one that does not convert.
+  const offByOne: JpegDecoder = async (input, output, width, height, scale, threads, profile) => {
+    const outcome = await decodeJpeg!(input, output, width, height, scale, threads, profile);
+    if (profile) output[output.length >> 1]! ^= 1;
+    return outcome;
+  };
+  const without: JpegDecoder = (input, output, width, height, scale, threads) =>
+    decodeJpeg!(input, output, width, height, scale, threads, undefined);
+  const p3 = await encoded((s) => s.withIccProfile('p3').jpeg());
+  const expected = await decodeImage(p3, viaSharp);
+  for (const decoder of [offByOne, without]) {
+    assert.is(await colourProfileFor(decoder), undefined);
+    const image = await decodeImage(p3, { ...native, jpeg: decoder });
+    assert.is(image.decodedBy, undefined, 'left to sharp');
+    assert.ok(image.data.equals(expected.data));
+  }
+});
 
 const detector = suite('jpeg fast path: in the detector');
 
