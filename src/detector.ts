@@ -22,6 +22,7 @@ import {
   type DecodedImage,
   type ImageInput,
   type JpegDecoder,
+  colourProfileFor,
   decodeImage,
   packBatch,
   packBatchUint8,
@@ -424,6 +425,8 @@ export class FaceDetector {
           });
     // The JPEG fast path, for every engine: its module holds no LibTorch (see native.ts).
     const jpeg = nativeJpegDecoder();
+    // Its colour conversion is checked against sharp's here rather than at the first image (≈ 25 ms).
+    if (jpeg) await colourProfileFor(jpeg.decode);
     const detector = new FaceDetector(engine, model, resolved, options.onBatch, jpeg);
     const bucket = cpu ? 32 : resolved.padMultiple;
     const side = Math.ceil(Math.max(32, Math.min(resolved.maxSize || 640, 1088)) / bucket) * bucket;

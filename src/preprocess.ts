@@ -243,7 +243,7 @@ const checkedProfiles = new WeakMap<JpegDecoder, Promise<Buffer | undefined>>();
  * this machine that it converts them as sharp does: a 64x48 JPEG carrying libvips' P3 profile, decoded by
  * both at its own size (and resized), must give the same bytes (Little CMS's builds can differ; the tests
  * compare more, this guards a machine that never ran them). Undefined otherwise, and then JPEGs with a
- * profile go to sharp. Checked once per decoder (≈ 25 ms, at its first JPEG).
+ * profile go to sharp. Checked once per decoder (≈ 25 ms: FaceDetector.create does it, else the first JPEG).
  */
 export function colourProfileFor(decode: JpegDecoder): Promise<Buffer | undefined> {
   let checked = checkedProfiles.get(decode);
