@@ -29,8 +29,9 @@ struct Entry {
 constexpr size_t kCacheSize = 8;
 // Tables of every colour's result built or being built (ColourTransform::used).
 std::atomic<int> tables{0};
-// Of those, the ones built.
+// Of those, the ones built; and tables filled since the process started.
 std::atomic<int> readyTables{0};
+std::atomic<int> filledTables{0};
 std::mutex cacheMutex;
 std::vector<Entry> cache;
 
@@ -44,26 +45,6 @@ struct Profile {
   Profile(const Profile&) = delete;
   Profile& operator=(const Profile&) = delete;
 };
-
-// Every colour in, the same out? A row of 65536 colours (one red level) at a time: a transform that
-// changes colours usually shows it in the first.
-bool isIdentity(cmsHTRANSFORM transform) {
-  std::vector<uint8_t> in(size_t(65536) * 3);
-  std::vector<uint8_t> out(in.size());
-  for (int r = 0; r < 256; ++r) {
-    uint8_t* p = in.data();
-    for (int g = 0; g < 256; ++g) {
-      for (int b = 0; b < 256; ++b) {
-        *p++ = static_cast<uint8_t>(r);
-        *p++ = static_cast<uint8_t>(g);
-        *p++ = static_cast<uint8_t>(b);
-      }
-    }
-    cmsDoTransform(transform, in.data(), out.data(), 65536);
-    if (std::memcmp(in.data(), out.data(), in.size()) != 0) return false;
-  }
-  return true;
-}
 
 Entry build(const uint8_t* profile, size_t size, const uint8_t* target, size_t targetSize) {
   Entry entry{std::vector<uint8_t>(profile, profile + size),
@@ -85,7 +66,7 @@ Entry build(const uint8_t* profile, size_t size, const uint8_t* target, size_t t
     entry.reason = "ICC profile without the perceptual intent";
   } else if (cmsHTRANSFORM transform = cmsCreateTransform(in.handle, TYPE_RGB_8, out.handle, TYPE_RGB_8,
                                                           INTENT_PERCEPTUAL, cmsFLAGS_NOCACHE)) {
-    entry.transform = std::make_shared<ColourTransform>(transform, isIdentity(transform));
+    entry.transform = std::make_shared<ColourTransform>(transform);
   } else {
     entry.reason = "ICC transform not built";
   }
@@ -120,7 +101,7 @@ void ColourTransform::apply(uint8_t* rgb, int pixels) const {
 }
 
 void ColourTransform::used() {
-  if (identity_ || uses_.fetch_add(1) < 1 || building_.exchange(true)) return;
+  if (uses_.fetch_add(1) < 1 || building_.exchange(true)) return;
   if (tables.fetch_add(1) >= kMaxTables) {
     tables.fetch_sub(1);
     building_ = false;  // asked again on a later use: a table may have been freed by then
@@ -154,12 +135,25 @@ void ColourTransform::buildTable() {
     cmsDoTransform(static_cast<cmsHTRANSFORM>(handle_), in.data(), table.get() + (size_t(r) << 16) * 3,
                    65536);
   }
+  filledTables.fetch_add(1);
+  bool identity = true;
+  for (size_t i = 0; identity && i < (size_t(1) << 24); ++i) {
+    const uint8_t* out = table.get() + i * 3;
+    identity = out[0] == (i >> 16) && out[1] == ((i >> 8) & 0xff) && out[2] == (i & 0xff);
+  }
+  if (identity) {
+    identity_.store(true, std::memory_order_release);
+    tables.fetch_sub(1);  // the table goes; `building_` stays set
+    return;
+  }
   table_ = std::move(table);
   ready_.store(table_.get(), std::memory_order_release);
   readyTables.fetch_add(1);
 }
 
 int colourTables() { return readyTables.load(); }
+
+int colourTablesFilled() { return filledTables.load(); }
 
 std::shared_ptr<ColourTransform> colourTransform(const uint8_t* profile, size_t size, const uint8_t* target,
                                                  size_t targetSize, const char** reason) {
@@ -173,7 +167,8 @@ std::shared_ptr<ColourTransform> colourTransform(const uint8_t* profile, size_t 
       }
     }
   }
-  // Built outside the lock (the identity check takes up to 0.1 s); two threads may both build one.
+  // Built outside the lock (Little CMS may take a while over a large profile); two threads may both build
+  // one.
   Entry entry = build(profile, size, target, targetSize);
   *reason = entry.reason;
   std::shared_ptr<ColourTransform> transform = entry.transform;

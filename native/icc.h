@@ -14,18 +14,21 @@ namespace facedet {
 
 class ColourTransform : public std::enable_shared_from_this<ColourTransform> {
  public:
-  ColourTransform(void* handle, bool identity) : handle_(handle), identity_(identity) {}
+  explicit ColourTransform(void* handle) : handle_(handle) {}
   ~ColourTransform();
   ColourTransform(const ColourTransform&) = delete;
   ColourTransform& operator=(const ColourTransform&) = delete;
   // Every 8-bit RGB colour comes out as it went in (an sRGB profile to libvips' sRGB): nothing to do.
-  bool identity() const { return identity_; }
+  // Known once the table below is built (until then such a profile is converted, to the same bytes).
+  bool identity() const { return identity_.load(std::memory_order_acquire); }
   // Converts `pixels` RGB pixels in place: from the table of every colour's result once it is built,
   // else through Little CMS. Safe from several threads at once (no cache: cmsFLAGS_NOCACHE).
   void apply(uint8_t* rgb, int pixels) const;
   // One more JPEG converted with it. From the second on, the table of all 2^24 colours' results (48 MiB:
   // Little CMS's results, looked up 3-5x faster than it computes them, ≈ 0.15 s to fill) is built on a
   // thread of its own, for at most kMaxTables profiles at once; until it is, apply goes through Little CMS.
+  // A table that maps every colour to itself is dropped and the conversion marked as the identity. Only
+  // from the second JPEG: a profile seen once costs no more than Little CMS's own work on its pixels.
   void used();
 
   static constexpr int kMaxTables = 2;
@@ -34,22 +37,26 @@ class ColourTransform : public std::enable_shared_from_this<ColourTransform> {
   void buildTable();
 
   void* handle_;
-  bool identity_;
+  std::atomic<bool> identity_{false};
   std::atomic<int> uses_{0};
   std::atomic<bool> building_{false};
   std::unique_ptr<uint8_t[]> table_;  // written once by the building thread, before `ready_`
   std::atomic<const uint8_t*> ready_{nullptr};
 };
 
-// Profiles whose table is built and in use (ColourTransform::used), for tests.
+// Profiles whose table is built and in use, and tables filled so far (those found to be the identity
+// included: ColourTransform::used), for tests and benchmarks.
 int colourTables();
+int colourTablesFilled();
+
+// Larger profiles are left to sharp (real ones are a few KB to a few hundred).
+constexpr size_t kMaxProfileBytes = size_t(1) << 20;
 
 // The conversion from the RGB profile `profile` to `target` (libvips' sRGB profile, from sharp), or nullptr
 // and why the fast path should leave the image to sharp: a profile Little CMS cannot read, not RGB, not a
 // device profile, without the perceptual intent (libvips then falls back to its own sRGB profile), or a
-// transform it cannot build. The last few are kept (most JPEGs of one source share their profile), each
-// with whether it is the identity: all 2^24 colours are checked once, on the first JPEG with it (60-120
-// ms for a profile that passes a first sample, under 1 ms for one that changes colours).
+// transform it cannot build. The last 8 are kept (most JPEGs of one source share their profile), with
+// their tables (ColourTransform::used).
 std::shared_ptr<ColourTransform> colourTransform(const uint8_t* profile, size_t size, const uint8_t* target,
                                                  size_t targetSize, const char** reason);
 

@@ -322,10 +322,14 @@ const char* colourFor(j_decompress_ptr cinfo, const uint8_t* target, size_t targ
   unsigned int size = 0;
   if (!jpeg_read_icc_profile(cinfo, &profile, &size)) return "ICC profile not read";
   const char* reason = nullptr;
-  try {
-    *transform = colourTransform(profile, size, target, targetSize, &reason);
-  } catch (const std::bad_alloc&) {
-    reason = "ICC profile: out of memory";
+  if (size > kMaxProfileBytes) {
+    reason = "ICC profile over 1 MiB";
+  } else {
+    try {
+      *transform = colourTransform(profile, size, target, targetSize, &reason);
+    } catch (const std::bad_alloc&) {
+      reason = "ICC profile: out of memory";
+    }
   }
   std::free(profile);
   if (!reason && (*transform)->identity()) transform->reset();
@@ -609,9 +613,9 @@ int colourVersion() {
 #endif
 }
 
-int colourTableCount() {
+int colourTableCount(bool filled) {
 #ifdef FACEDET_HAVE_LCMS2
-  return colourTables();
+  return filled ? colourTablesFilled() : colourTables();
 #else
   return 0;
 #endif

@@ -39,7 +39,8 @@ const char* jpegVersion();
 // Little CMS's version (2140 for 2.14) where the module converts JPEGs with an ICC profile, else 0.
 int colourVersion();
 
-// Profiles whose table of every colour's result is built and in use (icc.h), for tests.
-int colourTableCount();
+// Profiles whose table of every colour's result is built and in use, or (`filled`) the tables filled so
+// far, identities included (icc.h), for tests and benchmarks.
+int colourTableCount(bool filled);
 
 }  // namespace facedet

@@ -12,10 +12,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("decodeJpeg", Napi::Function::New(env, facedet::DecodeJpeg, "decodeJpeg"));
   exports.Set("version", facedet::jpegVersion());
   exports.Set("lcmsVersion", facedet::colourVersion());
+  // {tables, filled}: see facedet::colourTableCount.
   exports.Set("colourTables", Napi::Function::New(
                                   env,
                                   [](const Napi::CallbackInfo& info) {
-                                    return Napi::Number::New(info.Env(), facedet::colourTableCount());
+                                    Napi::Object counts = Napi::Object::New(info.Env());
+                                    counts.Set("tables", facedet::colourTableCount(false));
+                                    counts.Set("filled", facedet::colourTableCount(true));
+                                    return counts;
                                   },
                                   "colourTables"));
   return exports;

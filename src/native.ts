@@ -115,8 +115,11 @@ export interface NativeJpegBinding {
    * does (CMake found liblcms2), else 0: such JPEGs then go to sharp.
    */
   lcmsVersion: number;
-  /** Profiles whose table of every colour's conversion is built and in use (native/icc.h), for tests. */
-  colourTables(): number;
+  /**
+   * Profiles whose table of every colour's conversion is built and in use, and the tables filled so far
+   * (those found to be the identity included: native/icc.h), for tests and benchmarks.
+   */
+  colourTables(): { tables: number; filled: number };
 }
 
 const packageRoot = path.resolve(__dirname, '..');

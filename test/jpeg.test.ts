@@ -709,16 +709,20 @@ function iccProfile(space: 'RGB ' | 'GRAY', curve: number | number[], colorants:
   return Buffer.concat([header, table, ...data]);
 }
 
-/** `jpeg` (without a profile) with `profile` in an APP2 ICC_PROFILE marker right after SOI. */
+/** `jpeg` (without a profile) with `profile` in APP2 ICC_PROFILE markers (65519 bytes each) after SOI. */
 function withIcc(jpeg: Buffer, profile: Buffer): Buffer {
-  const length = 2 + 12 + 2 + profile.length;
-  const marker = Buffer.concat([
-    Buffer.from([0xff, 0xe2, length >> 8, length & 0xff]),
-    Buffer.from('ICC_PROFILE\0', 'latin1'),
-    Buffer.from([1, 1]),
-    profile,
-  ]);
-  return Buffer.concat([jpeg.subarray(0, 2), marker, jpeg.subarray(2)]);
+  const chunks: Buffer[] = [];
+  for (let at = 0; at < profile.length; at += 65519) chunks.push(profile.subarray(at, at + 65519));
+  const markers = chunks.map((chunk, i) => {
+    const length = 2 + 12 + 2 + chunk.length;
+    return Buffer.concat([
+      Buffer.from([0xff, 0xe2, length >> 8, length & 0xff]),
+      Buffer.from('ICC_PROFILE\0', 'latin1'),
+      Buffer.from([i + 1, chunks.length]),
+      chunk,
+    ]);
+  });
+  return Buffer.concat([jpeg.subarray(0, 2), ...markers, jpeg.subarray(2)]);
 }
 
 /** sRGB's colorants, D50-adapted, and wider ones (a ProPhoto-like gamut). */
@@ -791,6 +795,12 @@ icc('profiles it does not convert are left to sharp, which decodes them as ever'
       withIcc(grey, iccProfile('RGB ', 2.2, WIDE_COLORANTS)),
       /^has an ICC profile and is not YCbCr$/,
     ],
+    // A real profile with 1 MiB of padding after it (its header's size unchanged), in 17 markers.
+    [
+      'over 1 MiB',
+      withIcc(rgb, Buffer.concat([iccProfile('RGB ', 2.2, WIDE_COLORANTS), Buffer.alloc(2 ** 20)])),
+      /^ICC profile over 1 MiB$/,
+    ],
   ];
   for (const [name, bytes, reason] of cases) {
     const meta = await sharp(bytes).metadata();
@@ -838,7 +848,7 @@ icc('200 damaged profiles: converted as sharp converts them, or left to it', asy
 icc(
   'a profile seen twice gets a table of every colour: the same pixels, before, while and after it is built',
   async () => {
-    const tables = () => jpegModule!.colourTables();
+    const tables = () => jpegModule!.colourTables().tables;
     const photo = await sharp(path.join(FIXTURES, 'seed-images', 'diverse_group.jpg'))
       .resize(640, 480, { fit: 'cover' })
       .jpeg({ quality: 90 })
@@ -866,6 +876,19 @@ icc(
     assert.is(tables(), 1, 'the table was built');
     same(await decode(a), 'from the table');
     same(await decode(a, 2), 'from the table, two threads');
+    // libvips' sRGB: converted (to the same bytes) until its table is filled, then known to change nothing,
+    // and no table kept for it.
+    const srgb = withIcc(photo, (await sharpSrgbProfile())!);
+    const plain = await decodeImage(srgb, { ...viaSharp, maxSize: 500 });
+    const filled = jpegModule!.colourTables().filled;
+    for (let i = 0; i < 2; i++) assert.ok((await decode(srgb)).data.equals(plain.data));
+    const by = Date.now() + 20_000;
+    while (jpegModule!.colourTables().filled === filled && Date.now() < by) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.is(jpegModule!.colourTables().filled, filled + 1, "sRGB's table filled");
+    assert.is(tables(), 1, 'and not kept');
+    assert.ok((await decode(srgb, 2)).data.equals(plain.data));
     // At most two at once: two more profiles seen twice, one table more.
     for (const gamma of [2.15, 2.25]) for (let i = 0; i < 2; i++) await decode(tagged(gamma));
     const until = Date.now() + 20_000;
