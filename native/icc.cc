@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // See icc.h. Little CMS gives these conversions byte for byte as sharp's libvips does (Debian's lcms 2.14
-// against the 2.19 inside sharp's libvips: P3, sRGB, Adobe RGB, ProPhoto and L* RGB profiles, tested in
-// test/jpeg.test.ts).
+// against the 2.19 inside sharp's libvips: test/jpeg.test.ts compares libvips' P3 and sRGB profiles and
+// generated ones; preprocess.ts's colourProfileFor checks it once per process).
 #include "icc.h"
 
 #include <lcms2.h>
@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <new>
 #include <system_error>
@@ -117,38 +118,39 @@ void ColourTransform::used() {
 }
 
 void ColourTransform::buildTable() {
-  std::unique_ptr<uint8_t[]> table(new (std::nothrow) uint8_t[size_t(3) << 24]);
-  if (!table) {
-    tables.fetch_sub(1);
-    return;  // `building_` stays set: no second try
-  }
-  std::vector<uint8_t> in(size_t(65536) * 3);
-  for (int r = 0; r < 256; ++r) {
-    uint8_t* p = in.data();
-    for (int g = 0; g < 256; ++g) {
-      for (int b = 0; b < 256; ++b) {
-        *p++ = static_cast<uint8_t>(r);
-        *p++ = static_cast<uint8_t>(g);
-        *p++ = static_cast<uint8_t>(b);
+  // On a thread of its own: nothing may escape (an exception here would end the process).
+  try {
+    std::unique_ptr<uint8_t[]> table(new uint8_t[size_t(3) << 24]);
+    std::vector<uint8_t> in(size_t(65536) * 3);
+    for (int r = 0; r < 256; ++r) {
+      uint8_t* p = in.data();
+      for (int g = 0; g < 256; ++g) {
+        for (int b = 0; b < 256; ++b) {
+          *p++ = static_cast<uint8_t>(r);
+          *p++ = static_cast<uint8_t>(g);
+          *p++ = static_cast<uint8_t>(b);
+        }
       }
+      cmsDoTransform(static_cast<cmsHTRANSFORM>(handle_), in.data(), table.get() + (size_t(r) << 16) * 3,
+                     65536);
     }
-    cmsDoTransform(static_cast<cmsHTRANSFORM>(handle_), in.data(), table.get() + (size_t(r) << 16) * 3,
-                   65536);
+    bool identity = true;
+    for (size_t i = 0; identity && i < (size_t(1) << 24); ++i) {
+      const uint8_t* out = table.get() + i * 3;
+      identity = out[0] == (i >> 16) && out[1] == ((i >> 8) & 0xff) && out[2] == (i & 0xff);
+    }
+    if (identity) {
+      identity_.store(true, std::memory_order_release);
+      tables.fetch_sub(1);  // the table goes; `building_` stays set
+    } else {
+      table_ = std::move(table);
+      ready_.store(table_.get(), std::memory_order_release);
+      readyTables.fetch_add(1);
+    }
+    filledTables.fetch_add(1);
+  } catch (const std::exception&) {
+    tables.fetch_sub(1);  // out of memory: `building_` stays set, no second try
   }
-  filledTables.fetch_add(1);
-  bool identity = true;
-  for (size_t i = 0; identity && i < (size_t(1) << 24); ++i) {
-    const uint8_t* out = table.get() + i * 3;
-    identity = out[0] == (i >> 16) && out[1] == ((i >> 8) & 0xff) && out[2] == (i & 0xff);
-  }
-  if (identity) {
-    identity_.store(true, std::memory_order_release);
-    tables.fetch_sub(1);  // the table goes; `building_` stays set
-    return;
-  }
-  table_ = std::move(table);
-  ready_.store(table_.get(), std::memory_order_release);
-  readyTables.fetch_add(1);
 }
 
 int colourTables() { return readyTables.load(); }
