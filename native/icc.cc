@@ -30,6 +30,8 @@ struct Entry {
 constexpr size_t kCacheSize = 8;
 // Tables of every colour's result built or being built (ColourTransform::used).
 std::atomic<int> tables{0};
+// How many there may be (setColourTableLimit).
+std::atomic<int> maxTables{2};
 // Of those, the ones built; and tables filled since the process started.
 std::atomic<int> readyTables{0};
 std::atomic<int> filledTables{0};
@@ -103,7 +105,7 @@ void ColourTransform::apply(uint8_t* rgb, int pixels) const {
 
 void ColourTransform::used() {
   if (uses_.fetch_add(1) < 1 || building_.exchange(true)) return;
-  if (tables.fetch_add(1) >= kMaxTables) {
+  if (tables.fetch_add(1) >= maxTables.load()) {
     tables.fetch_sub(1);
     building_ = false;  // asked again on a later use: a table may have been freed by then
     return;
@@ -156,6 +158,8 @@ void ColourTransform::buildTable() {
 int colourTables() { return readyTables.load(); }
 
 int colourTablesFilled() { return filledTables.load(); }
+
+void setColourTableLimit(int limit) { maxTables.store(std::clamp(limit, 0, 8)); }
 
 std::shared_ptr<ColourTransform> colourTransform(const uint8_t* profile, size_t size, const uint8_t* target,
                                                  size_t targetSize, const char** reason) {

@@ -26,12 +26,11 @@ class ColourTransform : public std::enable_shared_from_this<ColourTransform> {
   void apply(uint8_t* rgb, int pixels) const;
   // One more JPEG converted with it. From the second on, the table of all 2^24 colours' results (48 MiB:
   // Little CMS's results, looked up 3-5x faster than it computes them, ≈ 0.15 s to fill) is built on a
-  // thread of its own, for at most kMaxTables profiles at once; until it is, apply goes through Little CMS.
+  // thread of its own, for at most setColourTableLimit's profiles at once (default 2); until it is, apply
+  // goes through Little CMS.
   // A table that maps every colour to itself is dropped and the conversion marked as the identity. Only
   // from the second JPEG: a profile seen once costs no more than Little CMS's own work on its pixels.
   void used();
-
-  static constexpr int kMaxTables = 2;
 
  private:
   void buildTable();
@@ -48,6 +47,9 @@ class ColourTransform : public std::enable_shared_from_this<ColourTransform> {
 // included: ColourTransform::used), for tests and benchmarks.
 int colourTables();
 int colourTablesFilled();
+
+// How many profiles may have a table at once (0 to 8; default 2), for tables built from then on.
+void setColourTableLimit(int limit);
 
 // Larger profiles are left to sharp (real ones are a few KB to a few hundred).
 constexpr size_t kMaxProfileBytes = size_t(1) << 20;

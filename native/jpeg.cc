@@ -613,6 +613,10 @@ int colourVersion() {
 #endif
 }
 
+#ifndef FACEDET_HAVE_LCMS2
+void setColourTableLimit(int) {}
+#endif
+
 int colourTableCount(bool filled) {
 #ifdef FACEDET_HAVE_LCMS2
   return filled ? colourTablesFilled() : colourTables();

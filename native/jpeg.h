@@ -43,4 +43,7 @@ int colourVersion();
 // far, identities included (icc.h), for tests and benchmarks.
 int colourTableCount(bool filled);
 
+// At most `limit` tables at once (0 to 8; icc.h); nothing without Little CMS.
+void setColourTableLimit(int limit);
+
 }  // namespace facedet

@@ -22,6 +22,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                                     return counts;
                                   },
                                   "colourTables"));
+  // setColourTables(limit): the library validates it (0 to 8).
+  exports.Set("setColourTables",
+              Napi::Function::New(
+                  env,
+                  [](const Napi::CallbackInfo& info) {
+                    if (info.Length() == 1 && info[0].IsNumber())
+                      facedet::setColourTableLimit(info[0].As<Napi::Number>().Int32Value());
+                  },
+                  "setColourTables"));
   return exports;
 }
 

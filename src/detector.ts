@@ -17,7 +17,7 @@ import {
   readModel,
 } from './model';
 import { AnchorCache, type AnchorConfig, type Face, decodeFaces, toFaces } from './postprocess';
-import { type Precision, loadBinding, nativeJpegDecoder } from './native';
+import { type Precision, loadBinding, loadJpegBinding, nativeJpegDecoder } from './native';
 import {
   type DecodedImage,
   type ImageInput,
@@ -66,6 +66,12 @@ export interface FaceDetectorOptions {
    * beside the first only under load on 2 threads, each on one thread: besideMode).
    */
   maxConcurrentBatches?: number;
+  /**
+   * JPEGs with an ICC profile: how many profiles may keep a table of every colour's conversion (48 MiB
+   * each, filled from a profile's second JPEG: see the README), 0 to 8; default 2, 0 for none (Little CMS
+   * converts every pixel). Process-wide in the JPEG module, like `threads` in LibTorch.
+   */
+  colourTables?: number;
   /** Images decoded at once. */
   decodeConcurrency?: number;
   /** Batch height and width are rounded up to a multiple of this (shape buckets): default 32, on CUDA 128. */
@@ -134,7 +140,7 @@ export interface DetectorInfo {
   jpegDecoder: string;
   model: ModelCard;
   modelDir: string;
-  options: Required<Omit<FaceDetectorOptions, 'model' | 'onBatch' | 'cacheDir' | 'warmup'>>;
+  options: Required<Omit<FaceDetectorOptions, 'model' | 'onBatch' | 'cacheDir' | 'warmup' | 'colourTables'>>;
 }
 
 interface Job {
@@ -268,6 +274,7 @@ function validateDetectorOptions(o: FaceDetectorOptions): void {
   checkNumber('maxQueueDelayMs', o.maxQueueDelayMs, 0, 60_000);
   checkInteger('maxQueueSize', o.maxQueueSize, 1, 1_000_000);
   checkInteger('maxConcurrentBatches', o.maxConcurrentBatches, 1, 64);
+  checkInteger('colourTables', o.colourTables, 0, 8);
   checkInteger('decodeConcurrency', o.decodeConcurrency, 1, 256);
   checkInteger('padMultiple', o.padMultiple, 1, 1024);
   if (
@@ -425,6 +432,7 @@ export class FaceDetector {
           });
     // The JPEG fast path, for every engine: its module holds no LibTorch (see native.ts).
     const jpeg = nativeJpegDecoder();
+    if (options.colourTables !== undefined) loadJpegBinding()?.setColourTables(options.colourTables);
     // Its colour conversion is checked against sharp's here rather than at the first image (≈ 25 ms).
     if (jpeg) await colourProfileFor(jpeg.decode);
     const detector = new FaceDetector(engine, model, resolved, options.onBatch, jpeg);

@@ -120,6 +120,8 @@ export interface NativeJpegBinding {
    * (those found to be the identity included: native/icc.h), for tests and benchmarks.
    */
   colourTables(): { tables: number; filled: number };
+  /** At most this many tables at once (0 to 8, validated by the library; process-wide). */
+  setColourTables(limit: number): void;
 }
 
 const packageRoot = path.resolve(__dirname, '..');
@@ -175,16 +177,27 @@ export function loadJpegBinding(): NativeJpegBinding | null {
   return jpegBinding;
 }
 
+interface NativeJpegDecoder {
+  decode: NativeJpegDecode;
+  name: string;
+  lcms: string | undefined;
+}
+let jpegDecoder: NativeJpegDecoder | null | undefined;
+
 /**
  * The JPEG fast path as preprocess's JpegDecoder, with its name ('libjpeg-turbo X.Y.Z') and Little CMS's
  * version where it converts JPEGs with an ICC profile ('2.14'), or undefined where its module was not built.
  */
-export function nativeJpegDecoder():
-  { decode: NativeJpegDecode; name: string; lcms: string | undefined } | undefined {
+export function nativeJpegDecoder(): NativeJpegDecoder | undefined {
+  if (jpegDecoder !== undefined) return jpegDecoder ?? undefined;
   const jpeg = loadJpegBinding();
-  if (!jpeg) return undefined;
+  if (!jpeg) {
+    jpegDecoder = null;
+    return undefined;
+  }
   const { decodeJpeg, version, lcmsVersion } = jpeg;
-  return {
+  // One per process: the library checks its colour conversion once per decoder (colourProfileFor).
+  jpegDecoder = {
     decode: (...args) => decodeJpeg(...args),
     name: `libjpeg-turbo ${version}`,
     // 2140 → "2.14", 2160 → "2.16"
@@ -192,6 +205,7 @@ export function nativeJpegDecoder():
       ? `${Math.floor(lcmsVersion / 1000)}.${Math.floor((lcmsVersion % 1000) / 10)}`
       : undefined,
   };
+  return jpegDecoder;
 }
 
 /** Loads the addon once; throws a FacedetError that says how to fix what went wrong. */

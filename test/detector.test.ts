@@ -422,6 +422,11 @@ const createCases: [string, unknown, string][] = [
     'Expected number between 0 and 60000 for maxQueueDelayMs but received -1 of type number',
   ],
   [
+    'colourTables 9',
+    { colourTables: 9 },
+    'Expected integer between 0 and 8 for colourTables but received 9 of type number',
+  ],
+  [
     'bad warmup',
     { warmup: [[10, 10]] },
     'Expected array of [height, width] pairs of integers between 32 and 16384 for warmup but received array of length 1 of type object',

@@ -901,6 +901,37 @@ icc(
   },
 );
 
+icc(
+  'colourTables: 0 keeps no table (Little CMS converts every time), set process-wide by the detector',
+  async () => {
+    const photo = await encoded((s) => s.jpeg());
+    const tagged = (gamma: number) => withIcc(photo, iccProfile('RGB ', gamma, WIDE_COLORANTS));
+    // Eight profiles used once push the earlier ones (and their tables) out of the addon's cache.
+    for (let i = 0; i < 8; i++) await decodeImage(tagged(1.5 + i / 100), native);
+    // A profile of its own, seen four times.
+    const jpeg = tagged(1.9);
+    const expected = await decodeImage(jpeg, viaSharp);
+    const filled = jpegModule!.colourTables().filled;
+    const d = await FaceDetector.create({ model: requireModel(MOBILENET_DIR), colourTables: 0, warmup: [] });
+    try {
+      for (let i = 0; i < 3; i++) assert.ok((await decodeImage(jpeg, native)).data.equals(expected.data));
+      assert.type((await d.detect(jpeg)).faces_count, 'number');
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      assert.is(jpegModule!.colourTables().filled, filled, 'no table filled');
+    } finally {
+      await d.dispose();
+      jpegModule!.setColourTables(2);
+    }
+    // Back at 2: the same profile's next JPEG starts its table.
+    assert.ok((await decodeImage(jpeg, native)).data.equals(expected.data));
+    const deadline = Date.now() + 20_000;
+    while (jpegModule!.colourTables().filled === filled && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.is(jpegModule!.colourTables().filled, filled + 1);
+  },
+);
+
 icc('the conversion is checked against sharp once before JPEGs with a profile are given to it', async () => {
   const srgb = await sharpSrgbProfile();
   assert.ok((await colourProfileFor(decodeJpeg!))?.equals(srgb!), 'the check passes on this machine');

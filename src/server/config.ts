@@ -28,6 +28,7 @@ export interface ServerConfig {
   maxQueueDelayMs: number | undefined;
   maxQueueSize: number;
   maxConcurrentBatches: number | undefined;
+  colourTables: number | undefined;
   maxBodyBytes: number;
   maxImagesPerRequest: number;
   maxPixels: number;
@@ -77,6 +78,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'maxQueueDelayMs', env: 'FACEDET_MAX_QUEUE_DELAY_MS', flag: 'max-queue-delay-ms', kind: 'number', default: undefined, min: 0, max: 60000, description: 'how long an image may wait for its batch to fill, ms (default 0: the same tick)' },
   { key: 'maxQueueSize', env: 'FACEDET_MAX_QUEUE_SIZE', flag: 'max-queue-size', kind: 'int', default: 256, min: 1, max: 1000000, description: 'images in progress at once; beyond it requests get 503 overloaded' },
   { key: 'maxConcurrentBatches', env: 'FACEDET_MAX_CONCURRENT_BATCHES', flag: 'max-concurrent-batches', kind: 'int', default: undefined, min: 1, max: 64, description: 'native batches running at once (default 1; 2 with LibTorch on the CPU: a second one-thread batch under load on 2 threads)' },
+  { key: 'colourTables', env: 'FACEDET_COLOUR_TABLES', flag: 'colour-tables', kind: 'int', default: undefined, min: 0, max: 8, description: 'JPEGs with an ICC profile: profiles that may keep a 48 MiB table of every colour\'s conversion (default 2; 0: none)' },
   { key: 'maxBodyBytes', env: 'FACEDET_MAX_BODY_BYTES', flag: 'max-body-bytes', kind: 'int', default: 32 * MiB, min: 1024, max: 2 ** 32, description: 'request body size limit, bytes (JSON and multipart)' },
   { key: 'maxImagesPerRequest', env: 'FACEDET_MAX_IMAGES', flag: 'max-images', kind: 'int', default: 32, min: 1, max: 10000, description: 'images per request' },
   { key: 'maxPixels', env: 'FACEDET_MAX_PIXELS', flag: 'max-pixels', kind: 'int', default: 50_000_000, min: 1, max: 2 ** 40, description: 'pixels per image, checked from the header before decoding' },

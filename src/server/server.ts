@@ -44,6 +44,7 @@ export function detectorOptions(config: ServerConfig, metrics: Metrics): FaceDet
     maxBatchSize: config.maxBatchSize,
     maxQueueDelayMs: config.maxQueueDelayMs,
     maxConcurrentBatches: config.maxConcurrentBatches,
+    colourTables: config.colourTables,
   };
   return {
     ...Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)),
