@@ -194,8 +194,8 @@ export function decodeMarkdown(report: DecodeReport): string {
       'an image alone: libjpeg-turbo entropy-decodes a sequential JPEG on the second), alternating with ' +
       `sharp: ms per image, median [min–max] of ${report.runs} runs each, after 5 untimed. JPEGs with ` +
       "an ICC profile: timed once the fast path's table of the profile's conversions is filled (from a " +
-      "process's second JPEG with it; before, Little CMS converts each pixel, libvips' sRGB too: ≈ 10 and " +
-      '5 ms more at 1080×608).',
+      "process's second JPEG with it; before, Little CMS converts each pixel, libvips' sRGB too: ≈ 7 ms " +
+      'more for a 1920×1080 JPEG).',
     '',
     '| image | EXIF orientation | ICC profile | max size | decoded to | fast path | fast path, 2 threads | sharp | ' +
       'sharp ÷ fast path | sharp ÷ fast path, 2 threads | same pixels |',
