@@ -149,6 +149,24 @@ async function scrape(url: string): Promise<Sums> {
 }
 
 /**
+ * 5 untimed runs (first-run work, a graph's optimisation passes), then 30 timed, one at a time; `prepare`
+ * makes each run's argument outside the timing.
+ */
+async function timeRuns<T>(
+  run: (input: T) => Promise<unknown>,
+  prepare: () => T = () => undefined as T,
+): Promise<ReturnType<typeof summarize>> {
+  const times: number[] = [];
+  for (let i = 0; i < 35; i++) {
+    const input = prepare();
+    const t0 = performance.now();
+    await run(input);
+    if (i >= 5) times.push(performance.now() - t0);
+  }
+  return summarize(times);
+}
+
+/**
  * Engine-only time for the request's image, at the server's network input size; with `threads` 2 or
  * more, on one thread too (the network's CPU time: what no thread count can shorten).
  */
@@ -178,19 +196,15 @@ async function engineOnly(
             precision: options.precision,
             threads,
           });
-    const times: number[] = [];
     try {
-      // 5 untimed runs (first-run work, the graph's optimisation passes), then 30 timed.
-      for (let i = 0; i < 35; i++) {
-        const input = tensor.slice();
-        const t0 = performance.now();
-        await engine.infer(input, shape, { transfer: true, exclusive: true });
-        if (i >= 5) times.push(performance.now() - t0);
-      }
+      // A fresh copy of the input each run (transferred), made outside the timing.
+      return await timeRuns(
+        (input) => engine.infer(input, shape, { transfer: true, exclusive: true }),
+        () => tensor.slice(),
+      );
     } finally {
       await engine.dispose();
     }
-    return summarize(times);
   };
   const ms = await time(options.threads);
   return { ms, ...(options.threads >= 2 ? { oneThreadMs: await time(1) } : {}), shape };
@@ -209,17 +223,11 @@ async function libraryOnly(options: LoadOptions, jpeg: Buffer): Promise<ReturnTy
     threads: options.threads,
     maxSize: options.maxSize,
   });
-  const times: number[] = [];
   try {
-    for (let i = 0; i < 35; i++) {
-      const t0 = performance.now();
-      await detector.detect(jpeg);
-      if (i >= 5) times.push(performance.now() - t0);
-    }
+    return await timeRuns(() => detector.detect(jpeg));
   } finally {
     await detector.dispose();
   }
-  return summarize(times);
 }
 
 /**
@@ -246,27 +254,18 @@ async function decodeOnly(
   eighthMs: ReturnType<typeof summarize>;
 }> {
   const eighth = { width: Math.ceil(size.width / 8), height: Math.ceil(size.height / 8) };
-  const time = async (run: () => Promise<unknown>) => {
-    const times: number[] = [];
-    for (let i = 0; i < 35; i++) {
-      const t0 = performance.now();
-      await run();
-      if (i >= 5) times.push(performance.now() - t0);
-    }
-    return summarize(times);
-  };
   return {
     decoder: decoder?.name ?? 'sharp',
     resizer: maxSize === 0 ? 'none' : decoder && nativeResizeMatchesSharp ? 'addon' : 'sharp',
-    ms: await time(() => decodeImage(jpeg, { maxSize, maxPixels: 2 ** 40, jpeg: decoder?.decode })),
+    ms: await timeRuns(() => decodeImage(jpeg, { maxSize, maxPixels: 2 ** 40, jpeg: decoder?.decode })),
     ...(decoder && threads >= 2
       ? {
-          twoThreadsMs: await time(() =>
+          twoThreadsMs: await timeRuns(() =>
             decodeImage(jpeg, { maxSize, maxPixels: 2 ** 40, jpeg: decoder.decode, jpegThreads: 2 }),
           ),
         }
       : {}),
-    eighthMs: await time(() =>
+    eighthMs: await timeRuns(() =>
       sharp(jpeg).resize(eighth.width, eighth.height, { fit: 'fill' }).raw().toBuffer(),
     ),
   };
