@@ -14,6 +14,22 @@ Napi::Value CudaDeviceCount(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), torch::cuda::is_available() ? torch::cuda::device_count() : 0);
 }
 
+// The CPU tensor cache's bytes (onednn_conv.h), for tests and diagnostics.
+Napi::Value TensorCache(const Napi::CallbackInfo& info) {
+  const TensorCacheStats stats = tensorCacheStats();
+  auto out = Napi::Object::New(info.Env());
+  const auto set = [&](const char* name, double value) {
+    out.Set(name, Napi::Number::New(info.Env(), value));
+  };
+  set("floorBytes", stats.floor);
+  set("budgetBytes", stats.budget);
+  set("cachedBytes", stats.cached);
+  set("inUseBytes", stats.inUse);
+  set("peakInUseBytes", stats.peakInUse);
+  set("fresh", static_cast<double>(stats.fresh));
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   Napi::Function engine = Engine::Define(env);
@@ -39,6 +55,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #endif
   exports.Set("build", build);
   exports.Set("cudaDeviceCount", Napi::Function::New(env, CudaDeviceCount, "cudaDeviceCount"));
+  exports.Set("tensorCache", Napi::Function::New(env, TensorCache, "tensorCache"));
   return exports;
 }
 

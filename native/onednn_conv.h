@@ -18,12 +18,24 @@ namespace facedet {
 // oneDNN's version ("2.6.3") when this build runs convolutions with it, "" otherwise.
 std::string onednnVersion();
 
-// Makes LibTorch's CPU tensors of 1 MiB and more come from a cache of freed blocks (up to
-// FACEDET_CPU_TENSOR_CACHE_MB, default 1024; 0 turns it off), so that run after run the same activations
-// do not cost fresh, page-faulted memory. Process-wide, once. Throws an ArgumentError for a bad value.
+// Makes LibTorch's CPU tensors of 1 MiB and more come from a cache of freed blocks, so that run after run
+// the same activations do not cost fresh, page-faulted memory. It keeps up to FACEDET_CPU_TENSOR_CACHE_MB
+// (default 1024; 0 turns it off) or 4x the most that was in use at once, whichever is more. Process-wide,
+// once. Throws an ArgumentError for a bad value.
 void useCachingCpuAllocator();
 // Frees the blocks that cache holds (after loading a model: the temporaries of freezing it).
 void trimCachingCpuAllocator();
+
+// That cache's bytes (all zero where it is off or not built).
+struct TensorCacheStats {
+  size_t floor = 0;      // FACEDET_CPU_TENSOR_CACHE_MB
+  size_t budget = 0;     // what it may keep now: the floor or 4x the peak in use, whichever is more
+  size_t cached = 0;     // kept, free
+  size_t inUse = 0;      // lent to tensors now
+  size_t peakInUse = 0;  // the most lent at once
+  uint64_t fresh = 0;    // blocks it had to ask the system for
+};
+TensorCacheStats tensorCacheStats();
 
 // The convolutions of one frozen float32 (or bf16) graph that oneDNN runs, and their registry entries:
 // released with the object (the graph's calls then fail cleanly).

@@ -103,6 +103,22 @@ export interface NativeBinding {
     cuda: boolean;
   };
   cudaDeviceCount(): number;
+  /**
+   * LibTorch's cache of freed CPU tensors of 1 MiB and more (native/onednn_conv.cc; all 0 where it is off
+   * or not built): it keeps up to FACEDET_CPU_TENSOR_CACHE_MB (floor) or 4× the most in use at once.
+   */
+  tensorCache(): TensorCacheStats;
+}
+
+export interface TensorCacheStats {
+  floorBytes: number;
+  /** What it may keep now: the floor or 4× the peak in use, whichever is more. */
+  budgetBytes: number;
+  cachedBytes: number;
+  inUseBytes: number;
+  peakInUseBytes: number;
+  /** Blocks it had to ask the system for. */
+  fresh: number;
 }
 
 /** The JPEG fast path's own module (native/jpeg_addon.cc: no LibTorch in it). */

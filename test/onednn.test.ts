@@ -200,6 +200,39 @@ test('FACEDET_CPU_TENSOR_CACHE_MB: 0 turns the tensor cache off, a bad value is 
   );
 });
 
+test('the tensor cache keeps every block of a run, whatever its floor: the same shape again takes none anew', () => {
+  if (!built) return;
+  // A floor of 1 MiB: the cache may still keep 4x the most in use at once (a fixed 1 MiB kept nothing).
+  const script =
+    `const b = require(${JSON.stringify(path.resolve(__dirname, '..', 'dist', 'native'))}).loadBinding();` +
+    `b.Engine.load({ modelPath: ${JSON.stringify(path.join(mobilenet, 'model.pt'))}, threads: 1 })` +
+    `.then(async (e) => { const runs = [];` +
+    ` for (let i = 0; i < 4; i++) { const before = b.tensorCache().fresh;` +
+    ` await e.infer(new Float32Array(3 * 512 * 512), [1, 3, 512, 512]); runs.push(b.tensorCache().fresh - before); }` +
+    ` console.log(JSON.stringify({ ...b.tensorCache(), runs })); });`;
+  const run = (value: string) => {
+    const child = spawnSync(process.execPath, ['-e', script], {
+      env: { ...process.env, FACEDET_CPU_TENSOR_CACHE_MB: value },
+      encoding: 'utf8',
+    });
+    assert.is(child.stderr, '');
+    return JSON.parse(child.stdout) as { runs: number[] } & ReturnType<
+      ReturnType<typeof loadBinding>['tensorCache']
+    >;
+  };
+  const cache = run('1');
+  assert.is(cache.floorBytes, 2 ** 20);
+  assert.ok(cache.peakInUseBytes > 2 ** 20, `${cache.peakInUseBytes}`);
+  assert.is(cache.budgetBytes, 4 * cache.peakInUseBytes);
+  assert.ok(cache.cachedBytes > 0 && cache.cachedBytes <= cache.budgetBytes, `${cache.cachedBytes}`);
+  assert.ok(cache.runs[0]! > 0);
+  assert.equal(cache.runs.slice(2), [0, 0]);
+  // Off: LibTorch's own allocator, nothing counted.
+  const off = run('0');
+  assert.equal(off.runs, [0, 0, 0, 0]);
+  assert.is(off.budgetBytes + off.cachedBytes + off.peakInUseBytes, 0);
+});
+
 test('two copies of the addon in one process each run their own convolutions', () => {
   if (!built) return;
   // Each copy registers its operator in a namespace of its own: a shared one would abort the process
