@@ -110,10 +110,12 @@ void ColourTransform::used() {
     building_ = false;  // asked again on a later use: a table may have been freed by then
     return;
   }
+  counted_ = true;
   try {
     // The thread keeps this alive until the table is in.
     std::thread([self = shared_from_this()] { self->buildTable(); }).detach();
   } catch (const std::system_error&) {
+    counted_ = false;
     tables.fetch_sub(1);
     building_ = false;
   }
@@ -143,6 +145,7 @@ void ColourTransform::buildTable() {
     }
     if (identity) {
       identity_.store(true, std::memory_order_release);
+      counted_ = false;
       tables.fetch_sub(1);  // the table goes; `building_` stays set
     } else {
       table_ = std::move(table);
@@ -151,6 +154,7 @@ void ColourTransform::buildTable() {
     }
     filledTables.fetch_add(1);
   } catch (const std::exception&) {
+    counted_ = false;
     tables.fetch_sub(1);  // out of memory: `building_` stays set, no second try
   }
 }
@@ -159,7 +163,21 @@ int colourTables() { return readyTables.load(); }
 
 int colourTablesFilled() { return filledTables.load(); }
 
-void setColourTableLimit(int limit) { maxTables.store(std::clamp(limit, 0, 8)); }
+void setColourTableLimit(int limit) {
+  limit = std::clamp(limit, 0, 8);
+  maxTables.store(limit);
+  // Profiles whose table is built or being built, beyond the limit, least recently used first, leave the
+  // cache: their tables go with the last decode still using them (destroyed outside the lock).
+  std::vector<Entry> dropped;
+  std::lock_guard<std::mutex> lock(cacheMutex);
+  int kept = 0;
+  for (auto it = cache.end(); it != cache.begin();) {
+    --it;
+    if (!it->transform || !it->transform->holdsTable() || ++kept <= limit) continue;
+    dropped.push_back(std::move(*it));
+    it = cache.erase(it);
+  }
+}
 
 std::shared_ptr<ColourTransform> colourTransform(const uint8_t* profile, size_t size, const uint8_t* target,
                                                  size_t targetSize, const char** reason) {

@@ -31,6 +31,8 @@ class ColourTransform : public std::enable_shared_from_this<ColourTransform> {
   // A table that maps every colour to itself is dropped and the conversion marked as the identity. Only
   // from the second JPEG: a profile seen once costs no more than Little CMS's own work on its pixels.
   void used();
+  // Its table is built or being built (and counts against setColourTableLimit's limit).
+  bool holdsTable() const { return counted_.load(); }
 
  private:
   void buildTable();
@@ -39,6 +41,7 @@ class ColourTransform : public std::enable_shared_from_this<ColourTransform> {
   std::atomic<bool> identity_{false};
   std::atomic<int> uses_{0};
   std::atomic<bool> building_{false};
+  std::atomic<bool> counted_{false};  // in `tables` (icc.cc): from used() until the table goes
   std::unique_ptr<uint8_t[]> table_;  // written once by the building thread, before `ready_`
   std::atomic<const uint8_t*> ready_{nullptr};
 };
@@ -48,7 +51,8 @@ class ColourTransform : public std::enable_shared_from_this<ColourTransform> {
 int colourTables();
 int colourTablesFilled();
 
-// How many profiles may have a table at once (0 to 8; default 2), for tables built from then on.
+// How many profiles may have a table at once (0 to 8; default 2). Lowering it drops the least recently used
+// profiles with a table from the cache: their tables are freed once no decode uses them.
 void setColourTableLimit(int limit);
 
 // Larger profiles are left to sharp (real ones are a few KB to a few hundred).

@@ -69,7 +69,8 @@ export interface FaceDetectorOptions {
   /**
    * JPEGs with an ICC profile: how many profiles may keep a table of every colour's conversion (48 MiB
    * each, filled from a profile's second JPEG: see the README), 0 to 8; default 2, 0 for none (Little CMS
-   * converts every pixel). Process-wide in the JPEG module, like `threads` in LibTorch.
+   * converts every pixel). Process-wide in the JPEG module, like `threads` in LibTorch; lowering it frees
+   * the tables beyond it (the least recently used profiles').
    */
   colourTables?: number;
   /** Images decoded at once. */

@@ -136,7 +136,10 @@ export interface NativeJpegBinding {
    * (those found to be the identity included: native/icc.h), for tests and benchmarks.
    */
   colourTables(): { tables: number; filled: number };
-  /** At most this many tables at once (0 to 8, validated by the library; process-wide). */
+  /**
+   * At most this many tables at once (0 to 8, validated by the library; process-wide); lowering it frees
+   * the least recently used profiles' tables beyond it, once no decode uses them.
+   */
   setColourTables(limit: number): void;
 }
 

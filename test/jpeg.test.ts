@@ -932,6 +932,40 @@ icc(
   },
 );
 
+icc('a lower colourTables frees the tables beyond it, the least recently used first', async () => {
+  const tables = () => jpegModule!.colourTables().tables;
+  const filled = () => jpegModule!.colourTables().filled;
+  const photo = await encoded((s) => s.jpeg());
+  const tagged = (gamma: number) => withIcc(photo, iccProfile('RGB ', gamma, WIDE_COLORANTS));
+  const settle = async (done: () => boolean) => {
+    const deadline = Date.now() + 20_000;
+    while (!done() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+  };
+  for (let i = 0; i < 8; i++) await decodeImage(tagged(1.6 + i / 100), native);
+  assert.is(tables(), 0);
+  const [a, b] = [tagged(2.35), tagged(2.45)];
+  try {
+    for (const jpeg of [b, a]) for (let i = 0; i < 2; i++) await decodeImage(jpeg, native);
+    await settle(() => tables() === 2);
+    assert.is(tables(), 2);
+    await decodeImage(a, native); // a: the most recently used
+    jpegModule!.setColourTables(1);
+    assert.is(tables(), 1, "b's table freed at once");
+    jpegModule!.setColourTables(2);
+    const before = filled();
+    for (let i = 0; i < 2; i++) await decodeImage(a, native);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.is(filled(), before, 'a kept its table');
+    for (let i = 0; i < 2; i++) await decodeImage(b, native);
+    await settle(() => tables() === 2);
+    assert.is(filled(), before + 1, "b's table built anew");
+    jpegModule!.setColourTables(0);
+    assert.is(tables(), 0, 'none at 0');
+  } finally {
+    jpegModule!.setColourTables(2);
+  }
+});
+
 icc('the conversion is checked against sharp once before JPEGs with a profile are given to it', async () => {
   const srgb = await sharpSrgbProfile();
   assert.ok((await colourProfileFor(decodeJpeg!))?.equals(srgb!), 'the check passes on this machine');
