@@ -2,7 +2,7 @@
 // Engines run the network: raw NCHW batch in, raw outputs out. The native LibTorch addon is one;
 // every engine offers the same small interface, so the detector never knows which one it has.
 import { FacedetError, invalidParameterError, withCallSite } from './errors';
-import { loadBinding, type NativeEngine, type Precision, type RawOutputs } from './native';
+import { loadBinding, type NativeEngine, type NativeLoadOptions, type RawOutputs } from './native';
 
 export type { RawOutputs } from './native';
 
@@ -56,22 +56,9 @@ export interface InferenceEngine {
   info(): EngineInfo;
 }
 
-export interface EngineLoadOptions {
-  modelPath: string;
-  backend: 'torch' | 'tensorrt';
-  device: string;
-  precision: Precision;
-  threads: number;
-  cacheDir?: string;
-  maxBatch?: number;
-  maxSize?: number;
-  /** fp16 on CUDA (LibTorch): the first N convolutions stay float32; see NativeLoadOptions. */
-  float32Convolutions?: number;
-  /** LibTorch on the CPU: take uint8 NHWC RGB input and subtract this mean (BGR); see NativeLoadOptions. */
-  uint8Mean?: [number, number, number];
-  /** LibTorch fp32 on the CPU: convolutions run by oneDNN directly (default true); see NativeLoadOptions. */
-  onednn?: boolean;
-}
+/** The addon's load options (NativeLoadOptions), with the engine, device, precision and threads settled. */
+export type EngineLoadOptions = NativeLoadOptions &
+  Required<Pick<NativeLoadOptions, 'backend' | 'device' | 'precision' | 'threads'>>;
 
 const isPositiveInteger = (x: unknown): x is number => Number.isInteger(x) && (x as number) > 0;
 
