@@ -227,6 +227,17 @@ export function nativeJpegDecoder(): NativeJpegDecoder | undefined {
   return jpegDecoder;
 }
 
+/**
+ * The native caches' memory, from the modules this process has loaded (nothing is loaded for it): the
+ * addon's CPU tensor cache and the JPEG module's colour tables (48 MiB each).
+ */
+export function nativeCaches(): { tensorCache?: TensorCacheStats; colourTables?: number } {
+  return {
+    ...(binding ? { tensorCache: binding.tensorCache() } : {}),
+    ...(jpegBinding ? { colourTables: jpegBinding.colourTables().tables } : {}),
+  };
+}
+
 /** Loads the addon once; throws a FacedetError that says how to fix what went wrong. */
 export function loadBinding(): NativeBinding {
   if (binding) return binding;

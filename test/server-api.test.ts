@@ -7,6 +7,7 @@ import Koa from 'koa';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { FaceDetector, type ImageResult } from '../src';
+import { nativeCaches } from '../src/native';
 import { isPublicAddress } from '../src/server/ip-policy';
 import { IMAGE_ERRORS, REQUEST_ERRORS } from '../src/server/errors';
 import { Metrics } from '../src/server/metrics';
@@ -698,6 +699,13 @@ docs(
       assert.ok(metricValue(m, 'facedet_stage_duration_seconds_count', { stage }) >= 1, stage);
     }
     assert.match(m, /^facedet_queue_depth 0$/m);
+    // The native caches' memory: LibTorch's tensor cache where the addon is loaded (its floor, 1 GiB, at
+    // least; blocks kept from the networks run), and the colour tables (no fixture has an ICC profile).
+    if (detector.info().engine.backend === 'torch' && nativeCaches().tensorCache?.floorBytes) {
+      assert.ok(metricValue(m, 'facedet_cpu_tensor_cache_bytes', { kind: 'budget' }) >= 2 ** 30);
+      assert.ok(metricValue(m, 'facedet_cpu_tensor_cache_bytes', { kind: 'cached' }) > 0);
+    }
+    assert.match(m, /^facedet_colour_tables 0$/m);
     assert.match(m, /^facedet_ready 1$/m);
   },
 );

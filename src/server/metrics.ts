@@ -2,6 +2,7 @@
 // Prometheus metrics (prom-client) in the server's own registry.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BatchTimings } from '../detector';
+import { nativeCaches } from '../native';
 
 /** Stages of a detection request timed in `facedet_stage_duration_seconds`. */
 export type Stage =
@@ -31,6 +32,8 @@ export class Metrics {
   readonly inferenceDuration: Histogram;
   readonly stageDuration: Histogram<'stage'>;
   readonly ready: Gauge;
+  readonly tensorCache: Gauge<'kind'>;
+  readonly colourTables: Gauge;
   private pendingImages: () => number = () => 0;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
@@ -102,6 +105,27 @@ export class Metrics {
       name: 'facedet_ready',
       help: '1 once the model is loaded and warmed up, else 0',
       registers,
+    });
+    this.tensorCache = new Gauge({
+      name: 'facedet_cpu_tensor_cache_bytes',
+      help:
+        "LibTorch's cache of freed CPU tensors (the addon, on the CPU): cached (kept, free), in_use, " +
+        'budget (the most it may keep: FACEDET_CPU_TENSOR_CACHE_MB or 4x the most in use at once)',
+      labelNames: ['kind'],
+      registers,
+      collect: () => {
+        const cache = nativeCaches().tensorCache;
+        if (!cache?.floorBytes) return;
+        this.tensorCache.set({ kind: 'cached' }, cache.cachedBytes);
+        this.tensorCache.set({ kind: 'in_use' }, cache.inUseBytes);
+        this.tensorCache.set({ kind: 'budget' }, cache.budgetBytes);
+      },
+    });
+    this.colourTables = new Gauge({
+      name: 'facedet_colour_tables',
+      help: "JPEG fast path: ICC profiles holding a table of every colour's conversion (48 MiB each)",
+      registers,
+      collect: () => this.colourTables.set(nativeCaches().colourTables ?? 0),
     });
     if (options.defaultMetrics !== false)
       collectDefaultMetrics({ register: this.registry, prefix: 'facedet_' });
