@@ -6,9 +6,10 @@
 //   algorithm, which already runs at 490-520 GFLOP/s, close to the CPUs' peak (ONNX Runtime is no faster).
 //   Alone, with the reorders to and from its blocked layout included: 2.0-2.6x faster for ResNet50's and
 //   the FPN's 3x3 convolutions (128-512 channels at 16²-64²), 1.5x for 64 channels at 128², 1.3x for 64
-//   channels at 64², no faster below 64 channels (MobileNet0.25's SSH), which keep the direct algorithm;
-//   in the whole network, only from 64² positions on (see makePlan). Its results differ from the direct
-//   algorithm's by float32 rounding only.
+//   channels at 64², no faster below 64 channels (MobileNet0.25's SSH); in the whole network, only from
+//   64² positions on (see makePlan). On 2 Zen 4 CPUs (AVX-512 on 256-bit units: the direct algorithm at
+//   half that rate) MobileNet0.25's 64- and 32-channel ones at stride 8 pay too (see apply). Its results
+//   differ from the direct algorithm's by float32 rounding only.
 // - The others: LibTorch 1.13 reorders the weights into oneDNN's layout on every call (a 512x512x3x3
 //   stride-2 convolution: 6.0 ms in LibTorch, 2.3 ms in oneDNN alone), and runs some small ones with its
 //   slow reference loop; here the weights are reordered once per layout and every shape gets its
@@ -53,8 +54,9 @@ dnnl::engine& cpuEngine() {
 
 // How one convolution runs for one input shape [n, h, w] with one number of threads.
 struct Plan {
-  bool onednn = false;    // false: oneDNN has no kernel worth taking; LibTorch runs it
-  bool winograd = false;  // Winograd: src and dst in oneDNN's blocked layouts, reordered from and to NHWC
+  bool onednn = false;      // false: oneDNN has no kernel worth taking; LibTorch runs it
+  bool winograd = false;    // Winograd: src and dst in oneDNN's blocked layouts, reordered from and to NHWC
+  bool leakyAfter = false;  // Winograd with a LeakyReLU, which it cannot fuse: run on the NHWC output
   dnnl::convolution_forward conv;
   dnnl::reorder toBlocked, fromBlocked;
   memory::desc src, dst;
@@ -143,14 +145,23 @@ struct Convolution {
     // Winograd's transformed weights are 4x the direct ones: in a whole network (caches cold, every
     // layer once) it pays from 64² positions on (ResNet50 at 512² and 1024², per layer: 1.1-1.8x faster
     // at 64²-128², 1.3x for 64 channels at 256²) and loses below (0.7-1.1x at 32², 0.24-0.7x at 16²).
-    // oneDNN's Winograd kernels fuse ReLU but not LeakyReLU, so MobileNet0.25's FPN stays direct
-    // (running its LeakyReLU after a Winograd convolution measured no faster at 512² and 1024²).
+    // oneDNN's Winograd kernels fuse ReLU but not LeakyReLU (MobileNet0.25's FPN and SSH): that one runs
+    // after the reorder back to NHWC (see apply for what it gains).
     if (winograd && h * w >= 64 * 64) {
+      const bool leaky = activation && slope != 0;
+      const dnnl::primitive_attr fused = attr;  // a handle: `attr` is replaced, never changed
+      if (leaky) {
+        dnnl::primitive_attr plain;
+        plain.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+        attr = plain;
+      }
       try {
         pd = describe(dnnl::algorithm::convolution_winograd, Tag::any);
         plan->winograd = true;
+        plan->leakyAfter = leaky;
       } catch (const dnnl::error&) {
         // no Winograd kernel for this shape on this CPU: the direct algorithm
+        attr = fused;
       }
     }
     if (!plan->winograd) {
@@ -369,6 +380,7 @@ at::Tensor conv2d(const at::Tensor& x, int64_t id) {
     plan->conv.execute(stream, args);
   }
   stream.wait();
+  if (plan->leakyAfter) at::leaky_relu_(output, conv->slope);
   return output;
 }
 
@@ -459,7 +471,7 @@ int OneDnnConvolutions::apply(const std::shared_ptr<torch::jit::Graph>& graph) {
     conv->groups = groups->toInt();
     conv->winograd = conv->type == kF32 && conv->groups == 1 && w.size(2) == 3 && w.size(3) == 3 &&
                      *stride == std::array<int64_t, 2>{1, 1} && *padding == std::array<int64_t, 2>{1, 1} &&
-                     w.size(0) >= 64 && w.size(1) >= 64 && w.size(0) % 16 == 0 && w.size(1) % 16 == 0;
+                     w.size(0) >= 32 && w.size(1) >= 64 && w.size(0) % 16 == 0 && w.size(1) % 16 == 0;
     // The activation that alone reads the convolution's output runs inside it.
     Node* activation = nullptr;
     const auto& uses = n->output()->uses();
@@ -478,8 +490,9 @@ int OneDnnConvolutions::apply(const std::shared_ptr<torch::jit::Graph>& graph) {
       }
     }
     conv->activation = activation != nullptr;
-    // oneDNN's Winograd kernels fuse ReLU, not LeakyReLU (see makePlan).
-    if (conv->activation && conv->slope != 0) conv->winograd = false;
+    // MobileNet0.25's FPN and SSH 3x3 convolutions at stride 8 (64 -> 64 with a LeakyReLU, 64 -> 32):
+    // Winograd made its network 6-11% faster on 2 Zen 4 CPUs (608x1088, 512², 1024², in alternation; the
+    // 64 -> 64 one 3.3 -> 2.1 ms with the reorders, its LeakyReLU apart), no faster on 2 Zen 5 CPUs.
     int64_t id;
     {
       std::lock_guard<std::mutex> lock(registryMutex);

@@ -49,8 +49,8 @@ class OneDnnConvolutions {
   // Replaces each aten::conv2d with constant float32 or bfloat16 weights (bf16: after setPrecision),
   // stride, padding, dilation 1 and groups by a call of the addon's conv2d operator, with the ReLU or
   // LeakyReLU that alone follows it fused. Float32 3x3 ones with stride 1, padding 1, no groups, at least
-  // 64 input and output channels (a multiple of 16) and no LeakyReLU run with oneDNN's Winograd algorithm
-  // from 64x64 positions on. Returns how many it replaced.
+  // 64 input and 32 output channels (a multiple of 16) run with oneDNN's Winograd algorithm from 64x64
+  // positions on (a LeakyReLU then runs after it). Returns how many it replaced.
   int apply(const std::shared_ptr<torch::jit::Graph>& graph);
   int count() const { return static_cast<int>(ids_.size()); }
   int winograd() const { return winograd_; }  // of which Winograd candidates
