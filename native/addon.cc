@@ -22,6 +22,7 @@ Napi::Value TensorCache(const Napi::CallbackInfo& info) {
     out.Set(name, Napi::Number::New(info.Env(), value));
   };
   set("floorBytes", stats.floor);
+  out.Set("fixed", Napi::Boolean::New(info.Env(), stats.fixed));
   set("budgetBytes", stats.budget);
   set("cachedBytes", stats.cached);
   set("inUseBytes", stats.inUse);

@@ -215,16 +215,19 @@ struct Convolution {
 // with glibc told to keep its memory instead, process-wide). The tensors of one input shape repeat run after
 // run, so the cache serves them all if it may keep every block of a run: a block serves a tensor of its
 // size or up to 25 % smaller, so a run's blocks add up to more than it has in use at once (MobileNet0.25
-// 1.5-1.7x, ResNet50 2.3-3.1x, up to 2.2 GiB for ResNet50 at 4 x 1024²). It keeps up to
-// FACEDET_CPU_TENSOR_CACHE_MB (default 1024; 0: LibTorch's own allocator) or 4x the most in use at once,
-// whichever is more (with a fixed 1 GiB, MobileNet0.25 at 4 x 2048², 1.06 GiB of blocks, got a fresh one
-// every run: 1.25x slower).
+// 1.5-1.7x, ResNet50 2.3-3.1x, up to 2.2 GiB for ResNet50 at 4 x 1024²). So it keeps up to 1 GiB or 4x the
+// most in use at once, whichever is more (with a fixed 1 GiB, MobileNet0.25 at 4 x 2048², 1.06 GiB of
+// blocks, got a fresh one every run: 1.25x slower); FACEDET_CPU_TENSOR_CACHE_MB sets a fixed limit instead
+// (0: LibTorch's own allocator).
 class CachingCpuAllocator final : public c10::Allocator {
  public:
   static constexpr size_t kMinBytes = size_t{1} << 20;
   static constexpr size_t kPeakMultiple = 4;
+  static constexpr size_t kDefaultFloor = size_t{1} << 30;
 
-  CachingCpuAllocator(c10::Allocator* fallback, size_t floor) : fallback_(fallback), floor_(floor) {}
+  // `limit`: a fixed one, or none (the default: see above).
+  CachingCpuAllocator(c10::Allocator* fallback, std::optional<size_t> limit)
+      : fallback_(fallback), floor_(limit.value_or(kDefaultFloor)), fixed_(limit.has_value()) {}
 
   c10::DataPtr allocate(size_t n) const override {
     if (n < kMinBytes) return fallback_->allocate(n);
@@ -240,8 +243,13 @@ class CachingCpuAllocator final : public c10::Allocator {
   }
 
   static CachingCpuAllocator& instance() {
-    static CachingCpuAllocator* allocator = new CachingCpuAllocator(
-        c10::GetDefaultCPUAllocator(), size_t(envInt("FACEDET_CPU_TENSOR_CACHE_MB", 1024, 0, 1 << 20)) << 20);
+    static CachingCpuAllocator* allocator = [] {
+      const char* name = "FACEDET_CPU_TENSOR_CACHE_MB";
+      const char* set = std::getenv(name);
+      return new CachingCpuAllocator(
+          c10::GetDefaultCPUAllocator(),
+          set && *set ? std::optional<size_t>(size_t(envInt(name, 0, 0, 1 << 20)) << 20) : std::nullopt);
+    }();
     return *allocator;
   }
 
@@ -251,6 +259,7 @@ class CachingCpuAllocator final : public c10::Allocator {
     std::lock_guard<std::mutex> lock(mutex_);
     TensorCacheStats s = stats_;
     s.floor = floor_;
+    s.fixed = fixed_;
     s.budget = budget();
     return s;
   }
@@ -268,7 +277,7 @@ class CachingCpuAllocator final : public c10::Allocator {
 
  private:
   // What the cache may keep (with mutex_ held).
-  size_t budget() const { return std::max(floor_, kPeakMultiple * stats_.peakInUse); }
+  size_t budget() const { return fixed_ ? floor_ : std::max(floor_, kPeakMultiple * stats_.peakInUse); }
 
   void lent(size_t n) const {
     stats_.inUse += n;
@@ -310,13 +319,18 @@ class CachingCpuAllocator final : public c10::Allocator {
       std::free(largest->second);
       self.free_.erase(largest);
     }
-    // It fits now: the budget is at least the most ever in use, n included.
+    if (n > self.budget()) {  // a fixed limit below it
+      self.sizes_.erase(p);
+      std::free(p);
+      return;
+    }
     self.free_.emplace(n, p);
     stats.cached += n;
   }
 
   c10::Allocator* fallback_;
-  const size_t floor_;
+  const size_t floor_;  // the fixed limit, or the least the budget is
+  const bool fixed_;
   mutable std::mutex mutex_;
   mutable std::multimap<size_t, void*> free_;
   mutable std::unordered_map<void*, size_t> sizes_;

@@ -19,16 +19,17 @@ namespace facedet {
 std::string onednnVersion();
 
 // Makes LibTorch's CPU tensors of 1 MiB and more come from a cache of freed blocks, so that run after run
-// the same activations do not cost fresh, page-faulted memory. It keeps up to FACEDET_CPU_TENSOR_CACHE_MB
-// (default 1024; 0 turns it off) or 4x the most that was in use at once, whichever is more. Process-wide,
-// once. Throws an ArgumentError for a bad value.
+// the same activations do not cost fresh, page-faulted memory. It keeps up to 1 GiB or 4x the most that was
+// in use at once, whichever is more, or up to FACEDET_CPU_TENSOR_CACHE_MB where that is set (0 turns it
+// off). Process-wide, once. Throws an ArgumentError for a bad value.
 void useCachingCpuAllocator();
 // Frees the blocks that cache holds (after loading a model: the temporaries of freezing it).
 void trimCachingCpuAllocator();
 
 // That cache's bytes (all zero where it is off or not built).
 struct TensorCacheStats {
-  size_t floor = 0;      // FACEDET_CPU_TENSOR_CACHE_MB
+  size_t floor = 0;      // 1 GiB, or FACEDET_CPU_TENSOR_CACHE_MB where set (then fixed)
+  bool fixed = false;    // FACEDET_CPU_TENSOR_CACHE_MB is set: the budget is that
   size_t budget = 0;     // what it may keep now: the floor or 4x the peak in use, whichever is more
   size_t cached = 0;     // kept, free
   size_t inUse = 0;      // lent to tensors now

@@ -105,14 +105,18 @@ export interface NativeBinding {
   cudaDeviceCount(): number;
   /**
    * LibTorch's cache of freed CPU tensors of 1 MiB and more (native/onednn_conv.cc; all 0 where it is off
-   * or not built): it keeps up to FACEDET_CPU_TENSOR_CACHE_MB (floor) or 4× the most in use at once.
+   * or not built): it keeps up to 1 GiB or 4× the most in use at once, whichever is more, or up to
+   * FACEDET_CPU_TENSOR_CACHE_MB where that is set.
    */
   tensorCache(): TensorCacheStats;
 }
 
 export interface TensorCacheStats {
+  /** 1 GiB, or FACEDET_CPU_TENSOR_CACHE_MB where set. */
   floorBytes: number;
-  /** What it may keep now: the floor or 4× the peak in use, whichever is more. */
+  /** FACEDET_CPU_TENSOR_CACHE_MB is set: the budget is that, fixed. */
+  fixed: boolean;
+  /** What it may keep now: the floor or 4× the peak in use, whichever is more (the floor where fixed). */
   budgetBytes: number;
   cachedBytes: number;
   inUseBytes: number;

@@ -200,19 +200,24 @@ test('FACEDET_CPU_TENSOR_CACHE_MB: 0 turns the tensor cache off, a bad value is 
   );
 });
 
-test('the tensor cache keeps every block of a run, whatever its floor: the same shape again takes none anew', () => {
+test('the tensor cache keeps every block of a large run; FACEDET_CPU_TENSOR_CACHE_MB fixes its limit', () => {
   if (!built) return;
-  // A floor of 1 MiB: the cache may still keep 4x the most in use at once (a fixed 1 MiB kept nothing).
-  const script =
+  // MobileNet0.25 at 4 x 2048²: 1.06 GiB of blocks (a run's blocks add up to more than it has in use at
+  // once), over the 1 GiB the cache used to keep. Each case in a process of its own (the cache is
+  // process-wide); outputs collected between runs.
+  const script = (size: number, batch: number) =>
     `const b = require(${JSON.stringify(path.resolve(__dirname, '..', 'dist', 'native'))}).loadBinding();` +
-    `b.Engine.load({ modelPath: ${JSON.stringify(path.join(mobilenet, 'model.pt'))}, threads: 1 })` +
-    `.then(async (e) => { const runs = [];` +
+    `b.Engine.load({ modelPath: ${JSON.stringify(path.join(mobilenet, 'model.pt'))}, threads: 2 })` +
+    `.then(async (e) => { const runs = []; const x = new Float32Array(${batch * 3 * size * size});` +
     ` for (let i = 0; i < 4; i++) { const before = b.tensorCache().fresh;` +
-    ` await e.infer(new Float32Array(3 * 512 * 512), [1, 3, 512, 512]); runs.push(b.tensorCache().fresh - before); }` +
+    ` await e.infer(x, [${batch}, 3, ${size}, ${size}]); runs.push(b.tensorCache().fresh - before); global.gc(); }` +
     ` console.log(JSON.stringify({ ...b.tensorCache(), runs })); });`;
-  const run = (value: string) => {
-    const child = spawnSync(process.execPath, ['-e', script], {
-      env: { ...process.env, FACEDET_CPU_TENSOR_CACHE_MB: value },
+  const run = (limit: string | undefined, size: number, batch: number) => {
+    const env = { ...process.env };
+    delete env.FACEDET_CPU_TENSOR_CACHE_MB;
+    if (limit !== undefined) env.FACEDET_CPU_TENSOR_CACHE_MB = limit;
+    const child = spawnSync(process.execPath, ['--expose-gc', '-e', script(size, batch)], {
+      env,
       encoding: 'utf8',
     });
     assert.is(child.stderr, '');
@@ -220,15 +225,27 @@ test('the tensor cache keeps every block of a run, whatever its floor: the same 
       ReturnType<typeof loadBinding>['tensorCache']
     >;
   };
-  const cache = run('1');
-  assert.is(cache.floorBytes, 2 ** 20);
-  assert.ok(cache.peakInUseBytes > 2 ** 20, `${cache.peakInUseBytes}`);
-  assert.is(cache.budgetBytes, 4 * cache.peakInUseBytes);
-  assert.ok(cache.cachedBytes > 0 && cache.cachedBytes <= cache.budgetBytes, `${cache.cachedBytes}`);
-  assert.ok(cache.runs[0]! > 0);
-  assert.equal(cache.runs.slice(2), [0, 0]);
+  const large = run(undefined, 2048, 4);
+  assert.is(large.floorBytes, 2 ** 30);
+  assert.is(large.fixed, false);
+  assert.ok(large.peakInUseBytes > 2 ** 28, `${large.peakInUseBytes}`);
+  assert.is(large.budgetBytes, 4 * large.peakInUseBytes);
+  assert.ok(large.cachedBytes > 2 ** 30 && large.cachedBytes <= large.budgetBytes, `${large.cachedBytes}`);
+  assert.equal(large.runs.slice(2), [0, 0]);
+  // Fixed at 1 GiB (as the cache used to be): that run takes blocks anew every time.
+  const fixed = run('1024', 2048, 4);
+  assert.is(fixed.fixed, true);
+  assert.is(fixed.budgetBytes, 2 ** 30);
+  assert.ok(fixed.runs[2]! > 0 && fixed.runs[3]! > 0, `${fixed.runs}`);
+  // Fixed at 1 MiB: nothing of a 512² run is kept.
+  const tiny = run('1', 512, 1);
+  assert.is(tiny.budgetBytes, 2 ** 20);
+  assert.ok(
+    tiny.runs.every((fresh) => fresh > 0),
+    `${tiny.runs}`,
+  );
   // Off: LibTorch's own allocator, nothing counted.
-  const off = run('0');
+  const off = run('0', 512, 1);
   assert.equal(off.runs, [0, 0, 0, 0]);
   assert.is(off.budgetBytes + off.cachedBytes + off.peakInUseBytes, 0);
 });

@@ -110,7 +110,7 @@ export class Metrics {
       name: 'facedet_cpu_tensor_cache_bytes',
       help:
         "LibTorch's cache of freed CPU tensors (the addon, on the CPU): cached (kept, free), in_use, " +
-        'budget (the most it may keep: FACEDET_CPU_TENSOR_CACHE_MB or 4x the most in use at once)',
+        'budget (the most it may keep: 1 GiB or 4x the most in use at once, or FACEDET_CPU_TENSOR_CACHE_MB)',
       labelNames: ['kind'],
       registers,
       collect: () => {
