@@ -311,6 +311,11 @@ class CachingCpuAllocator final : public c10::Allocator {
     const size_t n = known->second;
     TensorCacheStats& stats = self.stats_;
     stats.inUse -= n;
+    if (n > self.budget()) {  // a fixed limit below it: the cached blocks stay
+      self.sizes_.erase(p);
+      std::free(p);
+      return;
+    }
     // Over the budget: the largest cached blocks go first (they are the rarest shapes' to come back).
     while (stats.cached + n > self.budget() && !self.free_.empty()) {
       auto largest = std::prev(self.free_.end());
@@ -318,11 +323,6 @@ class CachingCpuAllocator final : public c10::Allocator {
       self.sizes_.erase(largest->second);
       std::free(largest->second);
       self.free_.erase(largest);
-    }
-    if (n > self.budget()) {  // a fixed limit below it
-      self.sizes_.erase(p);
-      std::free(p);
-      return;
     }
     self.free_.emplace(n, p);
     stats.cached += n;
