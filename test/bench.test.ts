@@ -75,6 +75,49 @@ units('the default plan: ResNet50 batch 1 up to 1024², no batch 16 at 2048²', 
   assert.match(defaultSkip('resnet50', 2048, 1) ?? '', /2048/);
 });
 
+units("the report states the issue's whole-path speed goals and whether this run met them", () => {
+  // A full `npm run bench` as it wrote its JSON (docs/measurements): the goal cells and their speed-ups.
+  const file = path.resolve(
+    __dirname,
+    '..',
+    'docs',
+    'measurements',
+    'cpu-2vcpu-epyc-2026-11-29',
+    'bench.json',
+  );
+  const report = JSON.parse(fs.readFileSync(file, 'utf8')) as BenchReport;
+  const goalsOf = (r: BenchReport) => {
+    const text = markdownReport(r);
+    const from = text.indexOf('### Speed goals');
+    return from < 0 ? undefined : text.slice(from, text.indexOf('\n### ', from + 1));
+  };
+  const goals = goalsOf(report);
+  assert.ok(goals, 'no goals section');
+  // fp32 engines only (bf16 is opt-in), in the order of the issue's goals.
+  assert.match(goals, /^\| model \| size \| goal \| LibTorch \| ORT engine \|$/m);
+  assert.match(goals, /^\| MobileNet0\.25 \| 512² \| ≥ 2× \| 3\.49× met \| 3\.15× met \|$/m);
+  assert.match(
+    goals,
+    /^\| ResNet50 \(SYNTHETIC weights\) \| 512² \| ≥ 1\.25× \| 1\.52× met \| 1\.35× met \|$/m,
+  );
+  assert.match(
+    goals,
+    /^\| ResNet50 \(SYNTHETIC weights\) \| 1024² \| ≥ 1\.25× \| 1\.64× met \| 1\.40× met \|$/m,
+  );
+  assert.not.match(goals, /bf16/);
+  // Below a goal it says so.
+  const slower = structuredClone(report);
+  const cell = slower.cells.find((c) => c.backbone === 'resnet50' && c.size === 512 && c.batch === 1)!;
+  cell.speedups!.whole!['onnxruntime:pytorch'] = 1.2;
+  assert.match(
+    goalsOf(slower)!,
+    /^\| ResNet50 \(SYNTHETIC weights\) \| 512² \| ≥ 1\.25× \| 1\.52× met \| 1\.20× \*\*not met\*\* \|$/m,
+  );
+  // A run without the goals' cells has no such section.
+  const small = { ...report, cells: report.cells.filter((c) => c.size === 256) };
+  assert.is(goalsOf(small), undefined);
+});
+
 units('bench:load reads the sums and counts of the server histograms', () => {
   const text = [
     '# HELP facedet_stage_duration_seconds time per stage',

@@ -65,6 +65,38 @@ function othersNote(c: Cell): string {
     : c.others.others.toFixed(2);
 }
 
+/**
+ * The issue's speed goals for the whole path (JPEG bytes to faces) at batch 1 in fp32: the original-style
+ * PyTorch pipeline's time ÷ ours at least this.
+ */
+export const WHOLE_PATH_GOALS: readonly { backbone: string; size: number; atLeast: number }[] = [
+  { backbone: 'mobilenet0.25', size: 512, atLeast: 2 },
+  { backbone: 'resnet50', size: 512, atLeast: 1.25 },
+  { backbone: 'resnet50', size: 1024, atLeast: 1.25 },
+];
+
+/** The goals' cells that this run measured, with each fp32 engine's speed-up and whether it meets its goal. */
+function goalsTable(measured: Cell[], ours: Engine[]): string | undefined {
+  const engines = ours.filter((e) => e !== 'torch-bf16');
+  const rows: string[][] = [];
+  for (const goal of WHOLE_PATH_GOALS) {
+    const cell = measured.find((c) => c.backbone === goal.backbone && c.size === goal.size && c.batch === 1);
+    const speedups = cell?.speedups?.whole;
+    if (!cell || !speedups) continue;
+    rows.push([
+      cellLabel(cell),
+      `${goal.size}²`,
+      `≥ ${goal.atLeast}×`,
+      ...engines.map((e) => {
+        const s = speedups[`${e}:pytorch`];
+        return s === undefined ? '–' : `${fmtRatio(s)} ${s >= goal.atLeast ? 'met' : '**not met**'}`;
+      }),
+    ]);
+  }
+  if (!rows.length) return undefined;
+  return table(['model', 'size', 'goal', ...engines.map((e) => SHORT[e])], rows);
+}
+
 export function markdownReport(r: BenchReport): string {
   const measured = r.cells.filter((c) => c.status === 'measured');
   // Our engines that have figures in this report (bf16 only on CPUs that compute in it).
@@ -113,6 +145,16 @@ export function markdownReport(r: BenchReport): string {
       `Baselines: ${r.settings.baselines.join('; ')}.`,
     '',
   );
+
+  const goals = goalsTable(measured, ours);
+  if (goals) {
+    out.push(
+      "### Speed goals: whole path, batch 1, fp32 (the original-style PyTorch pipeline's time ÷ ours)",
+      '',
+      goals,
+      '',
+    );
+  }
 
   const engineRows = measured.filter((c) => c.results?.engine);
   if (engineRows.length) {
