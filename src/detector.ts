@@ -168,8 +168,8 @@ const DEFAULTS = {
   precision: 'fp32' as const,
   maxSize: 1080,
   maxPixels: 0x3fff * 0x3fff,
-  // Measured on a 2-core CPU: batching gains nothing there (docs/performance.md, "Batching on CPU"), so a CPU
-  // detector runs one image per batch; on CUDA batches pay.
+  // Measured on a 2-core CPU: batching gains nothing there (docs/performance.md, "Batching on CPU"), so a
+  // CPU detector runs one image per batch; on CUDA batches pay.
   maxBatchSizeCpu: 1,
   maxBatchSizeCuda: 8,
   maxQueueDelayMs: 0,
@@ -202,9 +202,10 @@ function addonHasOneDnn(): boolean {
  * and pixel conversion made cheap and its threads given up to decoding under load (`threadsFor`), its
  * whole path at 512² 7.98-8.12 ms against ONNX Runtime's 8.02-8.86 (1024²: 24.4 against 26.9-28.1) and
  * the server (1080p JPEGs) 36.1 against 33.4 requests/s at 1 at a time, 42.8 against 41.2 at 4 and 42.3
- * against 38.9 at 8 (`npm run bench`, `npm run bench:load`; docs/performance.md, "CPU engine"). Otherwise ONNX Runtime when onnxruntime-node is installed
- * and the model has its ONNX file. In int8 likewise with model.int8.onnx: the only int8 file for ResNet50,
- * and for MobileNet0.25 within the noise of LibTorch's model.int8.pt (scripts/precision_report.ts).
+ * against 38.9 at 8 (`npm run bench`, `npm run bench:load`; docs/performance.md, "CPU engine").
+ * Otherwise ONNX Runtime when onnxruntime-node is installed and the model has its ONNX file. In int8
+ * likewise with model.int8.onnx: the only int8 file for ResNet50, and for MobileNet0.25 within the noise
+ * of LibTorch's model.int8.pt (scripts/precision_report.ts).
  * Otherwise the native LibTorch addon (CUDA, fp16, or no onnxruntime-node).
  */
 export function defaultBackend(
