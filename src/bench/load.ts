@@ -20,7 +20,7 @@ import { defaultModelDir, modelFile, readModel } from '../model';
 import { decodeImage, nativeResizeMatchesSharp, packBatch } from '../preprocess';
 import { benchImage, defaultSourceImage } from './images';
 import { type CpuShare, cpuShare, cpuSnapshot, load1, machineFacts } from './machine';
-import { fmtMs, summarize } from './stats';
+import { fmtMs, fmtMsUnit, summarize } from './stats';
 
 export interface LoadOptions {
   model: string;
@@ -391,7 +391,7 @@ function otherCpu(r: LoadRow): string {
 const precisionNote = (precision: string | undefined) =>
   precision && precision !== 'fp32' ? `, ${precision}` : '';
 
-type LoadReport = Awaited<ReturnType<typeof runLoad>>;
+export type LoadReport = Awaited<ReturnType<typeof runLoad>>;
 
 /** Who decodes the request's JPEG (reports older than the JPEG fast path lack the field: sharp). */
 const decodedWith = (decodeOnly: { decoder?: string; resizer?: string } | undefined) => {
@@ -407,42 +407,73 @@ const decodedWith = (decodeOnly: { decoder?: string; resizer?: string } | undefi
     : `decoded by ${decoder} (the addon's JPEG fast path) and resized by sharp`;
 };
 
+interface FloorReport {
+  settings: { threads: number };
+  engineOnly: { ms: { median: number }; oneThreadMs?: { median: number } };
+  decodeOnly?: { ms: { median: number }; twoThreadsMs?: { median: number } };
+}
+
 /**
- * The least latency the machine's CPUs allow a request at concurrency 1 (`row`), from the CPU time of its
- * work: decoding, the network, and the server's own stages (body parse, pack, postprocess, JSON: one
- * thread each, their times in the row). Decoding's and the network's CPU time is taken as their time on
- * one thread, or their time on several threads × the threads where that is less (splitting work across
- * threads rarely removes any). On `cpus` CPUs the work takes at least its sum ÷ `cpus` of wall time even
- * if it all overlapped perfectly, which it cannot (the network needs the whole image). Empty for reports
+ * The CPU time of a request's work at concurrency 1 (`row`): decoding, the network, and the server's own
+ * stages (body parse, pack, postprocess, JSON: one thread each, their times in the row). Decoding's and
+ * the network's CPU time is taken as their time on one thread, or their time on several threads × the
+ * threads where that is less (splitting work across threads rarely removes any). Undefined for reports
  * without these figures.
  */
-function cpuFloor(
-  report: {
-    settings: { threads: number };
-    engineOnly: { ms: { median: number }; oneThreadMs?: { median: number } };
-    decodeOnly?: { ms: { median: number }; twoThreadsMs?: { median: number } };
-  },
-  row: LoadRow,
-  cpus: number,
-): string {
+function requestCpuMs(report: FloorReport, row: LoadRow) {
   const one = report.engineOnly.oneThreadMs?.median;
   const decodeOne = report.decodeOnly?.ms.median;
-  if (one === undefined || decodeOne === undefined) return '';
-  // CPU time: the one-thread figures, unless the threaded runs took less CPU (then those).
+  if (one === undefined || decodeOne === undefined) return undefined;
   const network = Math.min(one, report.settings.threads * report.engineOnly.ms.median);
   const two = report.decodeOnly?.twoThreadsMs?.median;
   const decode = Math.min(decodeOne, two === undefined ? Infinity : 2 * two);
-  // The server's own stages at concurrency 1, each on one thread.
   const st = row.stagesMs;
   const server = ['body_parse', 'pack', 'postprocess', 'serialize'].reduce((t, k) => t + (st[k] ?? 0), 0);
-  const floor = (network + decode + server) / cpus;
+  return { network, decode, server };
+}
+
+/**
+ * The least latency the machine's CPUs allow a request at concurrency 1: on `cpus` CPUs its work
+ * (requestCpuMs) takes at least its sum ÷ `cpus` of wall time even if it all overlapped perfectly, which
+ * it cannot (the network needs the whole image).
+ */
+export function cpuFloorMs(report: FloorReport, row: LoadRow, cpus: number): number | undefined {
+  const cpu = requestCpuMs(report, row);
+  return cpu && (cpu.network + cpu.decode + cpu.server) / cpus;
+}
+
+/**
+ * The least latency of a request at concurrency 1 whose image is decoded before its network starts (a
+ * convolutional network needs the whole image): the decode at its fastest (on two threads where timed),
+ * then the network alone and the server's own stages, one after the other.
+ */
+export function sequentialFloorMs(report: FloorReport, row: LoadRow): number | undefined {
+  const cpu = requestCpuMs(report, row);
+  const decode = report.decodeOnly && (report.decodeOnly.twoThreadsMs ?? report.decodeOnly.ms).median;
+  return cpu && decode !== undefined ? decode + report.engineOnly.ms.median + cpu.server : undefined;
+}
+
+/** cpuFloorMs and sequentialFloorMs in words (empty for reports without their figures). */
+function cpuFloor(report: FloorReport, row: LoadRow, cpus: number): string {
+  const cpu = requestCpuMs(report, row);
+  const floor = cpuFloorMs(report, row, cpus);
+  const sequential = sequentialFloorMs(report, row);
+  if (!cpu || floor === undefined) return '';
+  const { network, decode, server } = cpu;
   const ratio = floor / report.engineOnly.ms.median;
   return (
     ` The CPU time of the request's work is at least its parts' times on one thread (decoding ` +
     `${fmtMs(decode)}, the network ${fmtMs(network)}, body parse, pack, postprocess and JSON ${fmtMs(server)} ms): ` +
-    `on ${cpus} CPUs no schedule finishes it in under ${fmtMs(floor)} ms, ${ratio.toFixed(2)}× the engine, ` +
+    `on ${cpus} CPUs no schedule finishes it in under ${fmtMsUnit(floor)}, ${ratio.toFixed(2)}× the engine, ` +
     'before the HTTP round trip' +
-    (ratio > 1.15 ? ' (the goal is below what these CPUs allow this decoding and this network).' : '.')
+    (ratio > 1.15 ? ' (the goal is below what these CPUs allow this decoding and this network).' : '.') +
+    (sequential === undefined
+      ? ''
+      : ' Decoded first (the network needs the whole image), at its fastest, then the network and those stages: ' +
+        `at least ${fmtMsUnit(sequential)}, ${(sequential / report.engineOnly.ms.median).toFixed(2)}× the engine` +
+        (sequential / report.engineOnly.ms.median > 1.15
+          ? ' (above the goal: only a network started on part of the image could meet it).'
+          : '.'))
   );
 }
 
@@ -467,10 +498,10 @@ export function loadMarkdown(
     `**Machine:** ${m.cpu} (${m.cpus} CPUs), Node ${m.node}. **Server:** ${path.basename(s.model)}${readModel(s.model).card.synthetic ? ' (SYNTHETIC weights: no faces)' : ''}, backend ${s.backend}${precisionNote(s.precision)}, ` +
       `${s.threads} threads, max size ${s.maxSize || '0 (images at their own size)'}, rate limit off, 127.0.0.1. **Image:** ${s.image}. ${s.durationS} s per row.`,
     '',
-    `Engine alone on that image (${report.engineOnly.shape.join('×')}): ${fmtMs(report.engineOnly.ms.median)} ms ` +
+    `Engine alone on that image (${report.engineOnly.shape.join('×')}): ${fmtMsUnit(report.engineOnly.ms.median)} ` +
       `[${fmtMs(report.engineOnly.ms.min)}–${fmtMs(report.engineOnly.ms.max)}]` +
       (report.engineOnly.oneThreadMs
-        ? ` on ${s.threads} threads, ${fmtMs(report.engineOnly.oneThreadMs.median)} ms ` +
+        ? ` on ${s.threads} threads, ${fmtMsUnit(report.engineOnly.oneThreadMs.median)} ` +
           `[${fmtMs(report.engineOnly.oneThreadMs.min)}–${fmtMs(report.engineOnly.oneThreadMs.max)}] on one`
         : '') +
       ` (median [min–max] of ${report.engineOnly.ms.n} runs back to back, after 5 untimed).`,
@@ -497,7 +528,7 @@ export function loadMarkdown(
       ? [
           '',
           `The library alone on that image (\`FaceDetector.detect\` on the JPEG's bytes in one process, one call ` +
-            `at a time, with the server's settings): ${fmtMs(report.libraryOnly.median)} ms ` +
+            `at a time, with the server's settings): ${fmtMsUnit(report.libraryOnly.median)} ` +
             `[${fmtMs(report.libraryOnly.min)}–${fmtMs(report.libraryOnly.max)}] (median [min–max] of ` +
             `${report.libraryOnly.n} calls, after 5 untimed).`,
         ]
@@ -541,14 +572,14 @@ export function loadMarkdown(
         `of the engine time) and packing the tensor ${ms(st.pack)} ms; body parse, queue wait, postprocess and JSON ` +
         `add ${ms(rest)} ms.` +
         (report.decodeOnly
-          ? ` The goal leaves ${ms(0.15 * engine)} ms for all of it; decoding this JPEG alone takes ` +
+          ? ` The goal leaves ${fmtMsUnit(0.15 * engine)} for all of it; decoding this JPEG alone takes ` +
             `${ms((report.decodeOnly.twoThreadsMs ?? report.decodeOnly.ms).median)} ms` +
             (report.decodeOnly.twoThreadsMs ? ' on two threads' : '') +
             `, and ${ms(report.decodeOnly.eighthMs.median)} ms through sharp even at 1/8 scale.`
           : '') +
         cpuFloor(report, one, m.cpus) +
         (report.libraryOnly
-          ? ` Against the library alone on this image (${fmtMs(report.libraryOnly.median)} ms), p50 is ` +
+          ? ` Against the library alone on this image (${fmtMsUnit(report.libraryOnly.median)}), p50 is ` +
             `${(one.latencyMs.p50 / report.libraryOnly.median).toFixed(2)}×` +
             (one.latencyMs.p50 > report.libraryOnly.median
               ? ': the rest is what serving over HTTP adds (the multipart body, JSON, the round trip on loopback).'

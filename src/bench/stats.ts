@@ -32,6 +32,12 @@ export function summarize(values: readonly number[]): Summary {
   };
 }
 
+/** fmtMs with its unit: "12.3 ms", or "1.23 s" from a second on. */
+export function fmtMsUnit(ms: number): string {
+  const text = fmtMs(ms);
+  return text.endsWith(' s') || text === '–' ? text : `${text} ms`;
+}
+
 /** Milliseconds with about three significant digits. */
 export function fmtMs(ms: number): string {
   if (!Number.isFinite(ms)) return '–';
