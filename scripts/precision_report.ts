@@ -245,6 +245,7 @@ async function main(): Promise<void> {
     console.log(line);
   };
   const report: Record<string, unknown> = {
+    date: new Date().toISOString(),
     machine: {
       cpu: os.cpus()[0]?.model,
       cores: os.availableParallelism(),

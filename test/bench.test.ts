@@ -12,6 +12,7 @@ import { loadMarkdown, parseHistograms } from '../src/bench/load';
 import { machineFacts } from '../src/bench/machine';
 import { markdownReport } from '../src/bench/report';
 import { type BenchReport, defaultSkip } from '../src/bench/run';
+import { readSummaryInputs, summaryMarkdown } from '../src/bench/summary';
 import { fmtMs, quantile, summarize } from '../src/bench/stats';
 import { MOBILENET_DIR, RESNET50_SYNTHETIC_DIR, requireModel } from './helpers/model';
 
@@ -116,6 +117,101 @@ units("the report states the issue's whole-path speed goals and whether this run
   // A run without the goals' cells has no such section.
   const small = { ...report, cells: report.cells.filter((c) => c.size === 256) };
   assert.is(goalsOf(small), undefined);
+});
+
+units("the README's summary: the issue's goals against one set of runs, read from their JSON files", () => {
+  // The runs `npm run bench:readme` wrote for the README (docs/measurements).
+  const source = 'docs/measurements/cpu-2vcpu-epyc-zen4-2026-11-29';
+  const inputs = readSummaryInputs(path.resolve(__dirname, '..', source), source);
+  assert.is(inputs.loads.length, 6);
+  const rowOf = (text: string, start: string) => text.split('\n').find((l) => l.startsWith(`| ${start}`));
+  const text = summaryMarkdown(inputs);
+  assert.match(text, `the runs' JSON files are in [${source}](${source})`);
+  assert.match(
+    text,
+    /^In short \(AMD EPYC, 2 CPUs, avx2\/fma\/avx512f\/avx512_vnni\/avx512_bf16; bench 2026-11-29 /,
+  );
+  // Whole path, batch 1, fp32.
+  const whole = rowOf(text, 'Whole path')!;
+  assert.match(
+    whole,
+    'MobileNet0.25 512² **3.26×** (13.8 ms against 45.0 ms; ONNX Runtime engine 3.64×); ResNet50 (SYNTHETIC ' +
+      'weights) 512² **1.32×** (275 ms against 363 ms; ONNX Runtime engine 1.30×); ResNet50 (SYNTHETIC weights) ' +
+      '1024² **1.59×** (956 ms against 1.52 s; ONNX Runtime engine 1.27×)',
+  );
+  assert.ok(whole.endsWith('ResNet50 1024² ≥ 1.25×: met |'), whole);
+  const slower = structuredClone(inputs);
+  const cell = slower.bench!.cells.find(
+    (c) => c.backbone === 'resnet50' && c.size === 1024 && c.batch === 1,
+  )!;
+  cell.speedups!.whole!['torch:pytorch'] = 1.2;
+  assert.ok(rowOf(summaryMarkdown(slower), 'Whole path')!.endsWith(': **not met** |'));
+  assert.match(
+    rowOf(text, 'Our LibTorch engine')!,
+    '| MobileNet0.25 batch 1 0.84-1.10× (256² to 2048²); MobileNet0.25 batch 4 and 16 0.90-1.09× (256² to ' +
+      '2048²); ResNet50 (SYNTHETIC weights) batch 1 0.96-1.35× (256² to 1024²) |',
+  );
+  assert.match(rowOf(text, '`npm run bench`')!, '| 8.6 min | < 10 min: met |');
+  // The server at concurrency 1: each load table's p50 ÷ its network; above the goal, the two bounds.
+  const server = rowOf(text, 'Server at concurrency 1')!;
+  assert.match(
+    server,
+    'MobileNet0.25, LibTorch, max size 1080 **1.47×** (p50 26 ms, network 17.7 ms; at least 1.13× on these CPUs ' +
+      "whatever the schedule, 1.31× decoding before the network; ÷ the library's own path 1.14×)",
+  );
+  assert.match(
+    server,
+    "ResNet50 (synthetic weights), LibTorch, max size 1080 1.06× (p50 635 ms, network 597 ms; ÷ the library's own path 1.00×)",
+  );
+  assert.match(server, "MobileNet0.25, LibTorch, the image's own size 1.06× (p50 69 ms");
+  // bf16 is opt-in: its row above the goal does not count against it.
+  assert.match(server, 'MobileNet0.25, LibTorch bf16, max size 1080 **1.21×**');
+  assert.ok(server.endsWith('| ≤ 1.15×: **not met** (4 of 5 fp32 tables within it) |'), server);
+  // The default first.
+  assert.match(server, /^\| Server at concurrency 1 [^|]*\| MobileNet0\.25, LibTorch, max size 1080 /);
+  const faster = structuredClone(inputs);
+  const mobilenet = faster.loads.find(
+    (l) =>
+      l.settings.backend === 'torch' &&
+      l.settings.precision === 'fp32' &&
+      l.settings.maxSize === 1080 &&
+      l.settings.model.includes('mobilenet'),
+  )!;
+  mobilenet.rows[0]!.latencyMs.p50 = 19;
+  const met = rowOf(summaryMarkdown(faster), 'Server at concurrency 1')!;
+  assert.match(
+    met,
+    "MobileNet0.25, LibTorch, max size 1080 1.07× (p50 19 ms, network 17.7 ms; ÷ the library's own path 0.83×)",
+  );
+  assert.ok(met.endsWith('| ≤ 1.15×: met (5 of 5 fp32 tables within it) |'), met);
+  // Decoding, and the reduced precisions against the int8 rule (≥ 1.5× and within 1 AP point).
+  assert.match(
+    rowOf(text, 'Decoding a JPEG')!,
+    '1920×1080 to 1080×608: 5.77 ms on two threads (9.95 on one) against 17.4 through sharp (3.01×), the same pixels',
+  );
+  const bf16 = rowOf(text, 'bf16')!;
+  assert.match(
+    bf16,
+    'MobileNet0.25, LibTorch model.pt: network 1.42-1.69× the speed of the fastest fp32 engine at 512² and 1024²; ' +
+      'WIDER AP -0.63 to -0.04 points; ResNet50 (synthetic weights), LibTorch model.pt: network 1.58-1.75×',
+  );
+  assert.match(
+    bf16,
+    'AP not measurable (synthetic weights) | a default if ≥ 1.5× and within 1 AP point: cleared by 0 of 2 |',
+  );
+  assert.match(
+    rowOf(text, 'int8')!,
+    'ResNet50 (synthetic weights), ONNX Runtime model.int8.onnx: network 2.61-3.03×',
+  );
+  assert.match(rowOf(text, 'int8')!, 'cleared by 0 of 3 |');
+  const quicker = structuredClone(inputs);
+  for (const r of quicker.precision!.speed!) if (r.engine === 'torch bf16 model.pt') r.medianMs /= 2;
+  assert.match(rowOf(summaryMarkdown(quicker), 'bf16')!, 'cleared by 1 of 2 |');
+  // Only some runs: rows for those.
+  const benchOnly = summaryMarkdown({ source, bench: inputs.bench, loads: [] });
+  assert.ok(rowOf(benchOnly, 'Whole path'));
+  assert.is(rowOf(benchOnly, 'Server at concurrency 1'), undefined);
+  assert.is(rowOf(benchOnly, 'bf16'), undefined);
 });
 
 units('bench:load reads the sums and counts of the server histograms', () => {
@@ -242,7 +338,9 @@ units('bench:load says where the time outside the network goes at concurrency 1'
       "through sharp even at 1/8 scale. The CPU time of the request's work is at least its parts' times on one " +
         'thread (decoding 9.00, the network 38.0, body parse, pack, postprocess and JSON 2.75 ms): on 2 CPUs no ' +
         'schedule finishes it in under 24.9 ms, 1.24× the engine, before the HTTP round trip (the goal is below ' +
-        'what these CPUs allow this decoding and this network).',
+        'what these CPUs allow this decoding and this network). Decoded first (the network needs the whole ' +
+        'image), at its fastest, then the network and those stages: at least 27.8 ms, 1.39× the engine (above ' +
+        'the goal: only a network started on part of the image could meet it).',
     ),
     floor,
   );
@@ -257,13 +355,30 @@ units('bench:load says where the time outside the network goes at concurrency 1'
     'decoding 8.00, the network 40.0, body parse, pack, postprocess and JSON 2.75 ms): on 2 CPUs',
   );
   assert.match(cheaper, 'in under 25.4 ms, 1.27× the engine');
+  assert.match(cheaper, 'at least 26.8 ms, 1.34× the engine (above the goal');
   // A network fast enough beside the decoding leaves the goal within reach: no remark.
   const within = loadMarkdown({
     ...floorReport,
     machine: { ...report.machine, cpus: 16 },
     engineOnly: { ...report.engineOnly, oneThreadMs: summarize([36, 38, 41]) },
   });
-  assert.ok(within.endsWith('under 3.11 ms, 0.16× the engine, before the HTTP round trip.'), within);
+  assert.match(within, 'under 3.11 ms, 0.16× the engine, before the HTTP round trip. Decoded first');
+  // A network long beside the decoding: within the goal even decoded first.
+  const longNetwork = loadMarkdown({
+    ...floorReport,
+    engineOnly: {
+      ms: summarize([100, 100, 100]),
+      oneThreadMs: summarize([190, 190, 190]),
+      shape: [1, 3, 608, 1088],
+    },
+  });
+  assert.ok(
+    longNetwork.endsWith(
+      'in under 101 ms, 1.01× the engine, before the HTTP round trip. Decoded first (the network needs the ' +
+        'whole image), at its fastest, then the network and those stages: at least 108 ms, 1.08× the engine.',
+    ),
+    longNetwork,
+  );
   assert.not.match(twoThreads, 'The CPU time');
   // The library alone on the image (FaceDetector.detect in one process): p50 against it.
   const library = loadMarkdown({ ...floorReport, libraryOnly: summarize([24, 25, 27]) });
