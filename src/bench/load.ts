@@ -20,7 +20,7 @@ import { defaultModelDir, modelFile, readModel } from '../model';
 import { decodeImage, nativeResizeMatchesSharp, packBatch } from '../preprocess';
 import { benchImage, defaultSourceImage } from './images';
 import { type CpuShare, cpuShare, cpuSnapshot, load1, machineFacts } from './machine';
-import { type Summary, fmtMs, fmtMsUnit, summarize } from './stats';
+import { fmtMs, fmtMsUnit, summarize } from './stats';
 
 export interface LoadOptions {
   model: string;
@@ -155,10 +155,9 @@ async function scrape(url: string): Promise<Sums> {
 async function timeRuns<T>(
   run: (input: T) => Promise<unknown>,
   prepare: () => T = () => undefined as T,
-  timed = 30,
 ): Promise<ReturnType<typeof summarize>> {
   const times: number[] = [];
-  for (let i = 0; i < 5 + timed; i++) {
+  for (let i = 0; i < 35; i++) {
     const input = prepare();
     const t0 = performance.now();
     await run(input);
@@ -168,10 +167,17 @@ async function timeRuns<T>(
 }
 
 /**
- * The engine alone on the request's image, at the server's network input size, loaded once: `time`
- * times `timed` runs of it after 5 untimed ones.
+ * Engine-only time for the request's image, at the server's network input size; with `threads` 2 or
+ * more, on one thread too (the network's CPU time: what no thread count can shorten).
  */
-async function engineAlone(options: LoadOptions, jpeg: Buffer, threads: number) {
+async function engineOnly(
+  options: LoadOptions,
+  jpeg: Buffer,
+): Promise<{
+  ms: ReturnType<typeof summarize>;
+  oneThreadMs?: ReturnType<typeof summarize>;
+  shape: number[];
+}> {
   const model = readModel(options.model);
   const image = await decodeImage(jpeg, { maxSize: options.maxSize, maxPixels: 2 ** 40 });
   const { tensor, shape } = packBatch([image], {
@@ -179,43 +185,29 @@ async function engineAlone(options: LoadOptions, jpeg: Buffer, threads: number) 
     padMultiple: model.card.input.pad_multiple ?? 32,
   });
   const modelPath = modelFile(model, options.backend, 'cpu', 'fp32');
-  const engine =
-    options.backend === 'onnxruntime'
-      ? await OnnxRuntimeEngine.load({ modelPath, threads })
-      : await NativeInferenceEngine.load({
-          modelPath,
-          backend: 'torch',
-          device: 'cpu',
-          precision: options.precision,
-          threads,
-        });
-  return {
-    shape,
-    // A fresh copy of the input each run (transferred), made outside the timing.
-    time: (timed?: number) =>
-      timeRuns(
+  const time = async (threads: number) => {
+    const engine =
+      options.backend === 'onnxruntime'
+        ? await OnnxRuntimeEngine.load({ modelPath, threads })
+        : await NativeInferenceEngine.load({
+            modelPath,
+            backend: 'torch',
+            device: 'cpu',
+            precision: options.precision,
+            threads,
+          });
+    try {
+      // A fresh copy of the input each run (transferred), made outside the timing.
+      return await timeRuns(
         (input) => engine.infer(input, shape, { transfer: true, exclusive: true }),
         () => tensor.slice(),
-        timed,
-      ),
-    dispose: () => engine.dispose(),
+      );
+    } finally {
+      await engine.dispose();
+    }
   };
-}
-
-/** Runs of the engine alone right before and after the concurrency-1 row: about a second's worth. */
-const adjacentRuns = (ms: number) => Math.max(5, Math.min(30, Math.round(1000 / ms)));
-
-/**
- * The engine time the rows' "p50 ÷ engine" divides by: the mean of the engine alone's medians right before
- * and right after the concurrency-1 row, where they were timed (the machine's speed drifts over minutes,
- * and the engine timed before the server started may have met another state of it); else the first.
- */
-export function ratioEngineMs(report: {
-  engineOnly: { ms: { median: number } };
-  engineAdjacent?: { before: { median: number }; after: { median: number } };
-}): number {
-  const adjacent = report.engineAdjacent;
-  return adjacent ? (adjacent.before.median + adjacent.after.median) / 2 : report.engineOnly.ms.median;
+  const ms = await time(options.threads);
+  return { ms, ...(options.threads >= 2 ? { oneThreadMs: await time(1) } : {}), shape };
 }
 
 /**
@@ -302,21 +294,7 @@ export async function runLoad(options: LoadOptions) {
   const file = path.join(tmp, 'photo-1080p.jpg');
   fs.writeFileSync(file, image.jpeg);
   options.log(`engine alone on the 1920x1080 image (max size ${options.maxSize}) ...`);
-  // Engine-only time for the request's image; with threads 2 or more, on one thread too (the network's
-  // CPU time: what no thread count can shorten). The engine on all threads stays loaded for the rows.
-  const alone = await engineAlone(options, image.jpeg, options.threads);
-  const engine: { ms: Summary; oneThreadMs?: Summary; shape: number[] } = {
-    ms: await alone.time().finally(() => alone.dispose()),
-    shape: alone.shape,
-  };
-  if (options.threads >= 2) {
-    const one = await engineAlone(options, image.jpeg, 1);
-    try {
-      engine.oneThreadMs = await one.time();
-    } finally {
-      await one.dispose();
-    }
-  }
+  const engine = await engineOnly(options, image.jpeg);
   options.log(
     `engine: ${engine.ms.median.toFixed(1)} ms at ${engine.shape.join('x')}` +
       (engine.oneThreadMs ? ` (one thread ${engine.oneThreadMs.median.toFixed(1)} ms)` : '') +
@@ -333,16 +311,7 @@ export async function runLoad(options: LoadOptions) {
   options.log('the library alone (FaceDetector.detect on the same bytes) ...');
   const library = await libraryOnly(options, image.jpeg);
   options.log(`library: ${library.median.toFixed(1)} ms; starting the server ...`);
-  // Loaded again for the concurrency-1 row: timed right before and right after it.
-  const adjacent = options.concurrency.includes(1)
-    ? await engineAlone(options, image.jpeg, options.threads)
-    : undefined;
-  let engineAdjacent:
-    { before: ReturnType<typeof summarize>; after: ReturnType<typeof summarize> } | undefined;
-  const server = await startServer(options).catch(async (error: unknown) => {
-    await adjacent?.dispose();
-    throw error;
-  });
+  const server = await startServer(options);
   const rows: LoadRow[] = [];
   try {
     const run = (connections: number, duration: number) =>
@@ -360,20 +329,9 @@ export async function runLoad(options: LoadOptions) {
       const load0 = load1();
       const pids = [process.pid, ...(server.child.pid !== undefined ? [server.child.pid] : [])];
       const before = await scrape(server.url);
-      const adjacentBefore = c === 1 ? await adjacent?.time(adjacentRuns(engine.ms.median)) : undefined;
       const cpuFrom = cpuSnapshot(pids);
       const result = await run(c, options.durationS);
       const cpuTo = cpuSnapshot(pids);
-      if (adjacentBefore) {
-        engineAdjacent = {
-          before: adjacentBefore,
-          after: await adjacent!.time(adjacentRuns(engine.ms.median)),
-        };
-        options.log(
-          `engine alone right before and after: ${engineAdjacent.before.median.toFixed(1)} and ` +
-            `${engineAdjacent.after.median.toFixed(1)} ms`,
-        );
-      }
       const after = await scrape(server.url);
       const stage = (name: string) =>
         meanMs(before, after, `facedet_stage_duration_seconds{stage="${name}"}`);
@@ -400,7 +358,6 @@ export async function runLoad(options: LoadOptions) {
     }
   } finally {
     await server.stop();
-    await adjacent?.dispose();
     fs.rmSync(tmp, { recursive: true, force: true });
   }
   return {
@@ -417,7 +374,6 @@ export async function runLoad(options: LoadOptions) {
       image: `${image.source}, 1920x1080 JPEG q90, ${image.jpeg.length} bytes, POST /detect_faces_from_files/`,
     },
     engineOnly: engine,
-    ...(engineAdjacent ? { engineAdjacent } : {}),
     decodeOnly: decode,
     libraryOnly: library,
     rows,
@@ -454,7 +410,6 @@ const decodedWith = (decodeOnly: { decoder?: string; resizer?: string } | undefi
 interface FloorReport {
   settings: { threads: number };
   engineOnly: { ms: { median: number }; oneThreadMs?: { median: number } };
-  engineAdjacent?: { before: { median: number }; after: { median: number } };
   decodeOnly?: { ms: { median: number }; twoThreadsMs?: { median: number } };
 }
 
@@ -495,7 +450,7 @@ export function cpuFloorMs(report: FloorReport, row: LoadRow, cpus: number): num
 export function sequentialFloorMs(report: FloorReport, row: LoadRow): number | undefined {
   const cpu = requestCpuMs(report, row);
   const decode = report.decodeOnly && (report.decodeOnly.twoThreadsMs ?? report.decodeOnly.ms).median;
-  return cpu && decode !== undefined ? decode + ratioEngineMs(report) + cpu.server : undefined;
+  return cpu && decode !== undefined ? decode + report.engineOnly.ms.median + cpu.server : undefined;
 }
 
 /** cpuFloorMs and sequentialFloorMs in words (empty for reports without their figures). */
@@ -505,7 +460,7 @@ function cpuFloor(report: FloorReport, row: LoadRow, cpus: number): string {
   const sequential = sequentialFloorMs(report, row);
   if (!cpu || floor === undefined) return '';
   const { network, decode, server } = cpu;
-  const ratio = floor / ratioEngineMs(report);
+  const ratio = floor / report.engineOnly.ms.median;
   return (
     ` The CPU time of the request's work is at least its parts' times on one thread (decoding ` +
     `${fmtMs(decode)}, the network ${fmtMs(network)}, body parse, pack, postprocess and JSON ${fmtMs(server)} ms): ` +
@@ -515,8 +470,8 @@ function cpuFloor(report: FloorReport, row: LoadRow, cpus: number): string {
     (sequential === undefined
       ? ''
       : ' Decoded first (the network needs the whole image), at its fastest, then the network and those stages: ' +
-        `at least ${fmtMsUnit(sequential)}, ${(sequential / ratioEngineMs(report)).toFixed(2)}× the engine` +
-        (sequential / ratioEngineMs(report) > 1.15
+        `at least ${fmtMsUnit(sequential)}, ${(sequential / report.engineOnly.ms.median).toFixed(2)}× the engine` +
+        (sequential / report.engineOnly.ms.median > 1.15
           ? ' (above the goal: only a network started on part of the image could meet it).'
           : '.'))
   );
@@ -549,14 +504,7 @@ export function loadMarkdown(
         ? ` on ${s.threads} threads, ${fmtMsUnit(report.engineOnly.oneThreadMs.median)} ` +
           `[${fmtMs(report.engineOnly.oneThreadMs.min)}–${fmtMs(report.engineOnly.oneThreadMs.max)}] on one`
         : '') +
-      ` (median [min–max] of ${report.engineOnly.ms.n} runs back to back, after 5 untimed)` +
-      (report.engineAdjacent
-        ? `; right before and right after the concurrency-1 row, ${fmtMsUnit(report.engineAdjacent.before.median)} ` +
-          `[${fmtMs(report.engineAdjacent.before.min)}–${fmtMs(report.engineAdjacent.before.max)}] and ` +
-          `${fmtMsUnit(report.engineAdjacent.after.median)} [${fmtMs(report.engineAdjacent.after.min)}–` +
-          `${fmtMs(report.engineAdjacent.after.max)}] on ${s.threads} threads (${report.engineAdjacent.before.n} runs ` +
-          `each): "engine" below is their mean, ${fmtMsUnit(ratioEngineMs(report))}, since the machine's speed drifts.`
-        : '.'),
+      ` (median [min–max] of ${report.engineOnly.ms.n} runs back to back, after 5 untimed).`,
     ...(report.decodeOnly
       ? [
           '',
@@ -595,7 +543,7 @@ export function loadMarkdown(
     const st = r.stagesMs;
     lines.push(
       `| ${r.concurrency} | ${r.requestsPerSecond.toFixed(1)} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ` +
-        `${(r.latencyMs.p50 / ratioEngineMs(report)).toFixed(2)}× | ${r.errors + r.non2xx} | ` +
+        `${(r.latencyMs.p50 / report.engineOnly.ms.median).toFixed(2)}× | ${r.errors + r.non2xx} | ` +
         `${ms(st.body_parse)} | ${ms(st.decode)} | ${ms(st.queue_wait)} | ${ms(st.pack)} | ${ms(st.infer)} | ` +
         `${ms(st.postprocess)} | ${ms(st.serialize)} | ${r.meanBatchSize?.toFixed(2) ?? '–'} | ${otherCpu(r)} |`,
     );
@@ -611,7 +559,7 @@ export function loadMarkdown(
   const decode = one?.stagesMs.decode;
   if (one && decode !== undefined) {
     // Where the time outside the network goes at concurrency 1 (the goal: p50 ≤ 1.15× the engine).
-    const engine = ratioEngineMs(report);
+    const engine = report.engineOnly.ms.median;
     const st = one.stagesMs;
     const rest = ['body_parse', 'queue_wait', 'postprocess', 'serialize'].reduce(
       (t, k) => t + (st[k] ?? 0),

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { replaceReadmeSection } from '../readme';
 import type { DecodeReport } from './decode';
-import { type LoadReport, cpuFloorMs, ratioEngineMs, sequentialFloorMs } from './load';
+import { type LoadReport, cpuFloorMs, sequentialFloorMs } from './load';
 import { WHOLE_PATH_GOALS } from './report';
 import { type BenchReport, type Cell, modelLabel } from './run';
 import { fmtMs, fmtMsUnit, fmtRatio } from './stats';
@@ -150,7 +150,7 @@ function serverRow(loads: LoadReport[]): string[] {
   for (const r of [...loads].sort((a, b) => rank(a) - rank(b))) {
     const one = r.rows.find((row) => row.concurrency === 1);
     if (!one) continue;
-    const engine = ratioEngineMs(r);
+    const engine = r.engineOnly.ms.median;
     const ratio = one.latencyMs.p50 / engine;
     const fp32 = !r.settings.precision || r.settings.precision === 'fp32';
     if (fp32) met.push(ratio <= SERVER_GOAL);
